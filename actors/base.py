@@ -1,0 +1,93 @@
+"""The thin shell every project actor shares.
+
+Thespian calls ``receiveMessage`` again with a copy of any message whose
+handler raised, then answers the sender with a PoisonMessage: a failing
+inference would run twice. So nothing escapes here: a handler's GrymError is
+answered with its typed error, anything else with EXECUTION_ERROR, and the
+actor keeps running. Messages are dispatched by type (never compared by
+value: ``msg == "x"`` raises on a numpy array) and validated again on
+receipt, since unpickling does not run their checks.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import structlog
+from thespian.actors import (
+    ActorExitRequest, ActorSystemMessage, ChildActorExited, PoisonMessage, WakeupMessage,
+)
+
+from messages.base import Message
+from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput
+from messages.system import ErrorReply
+from messages.task import Task, TaskResult
+
+from supervisor import network  # noqa: F401 - loopback-only sockets in spawned processes
+
+from . import logs  # noqa: F401 - configures structlog in spawned processes
+
+Handler = Callable[[Any, Any], Any]
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, GrymError):
+        return exc.info()
+    return ErrorInfo(ErrorCode.EXECUTION_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def error_answer(msg: Any, info: ErrorInfo) -> Any:
+    """A failed TaskResult for anything that carried a task, an ErrorReply otherwise."""
+    task = msg if isinstance(msg, Task) else getattr(msg, "task", None)
+    if isinstance(task, Task) and isinstance(getattr(task, "id", None), str):
+        return TaskResult.failure(task.id, info)
+    return ErrorReply(info, ref=getattr(msg, "ref", None))
+
+
+class GrymActor:
+    """Mixin for a Thespian ``Actor``: typed dispatch, validation, no escaping exceptions.
+
+    Subclasses fill ``handlers`` (message type -> method name). Thespian's own
+    messages without a handler are ignored; any other unknown message is
+    answered with INVALID_INPUT.
+    """
+
+    handlers: dict[type, str] = {}
+    log = structlog.get_logger()
+
+    def receiveMessage(self, msg: Any, sender: Any) -> Any:
+        handler = self._handler_for(msg)
+        try:
+            if handler is None:
+                if not isinstance(msg, ActorSystemMessage):
+                    raise InvalidInput(f"{type(msg).__name__} is not a message this actor takes",
+                                       {"message_type": type(msg).__name__})
+                return self.idle_result()
+            if isinstance(msg, Message):
+                msg.validate()
+            handler(msg, sender)
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
+            if not isinstance(exc, GrymError):
+                self.log.exception("handler_failed", actor=type(self).__name__,
+                                   message_type=type(msg).__name__)
+            if not isinstance(msg, ActorSystemMessage):
+                try:
+                    self.send(sender, error_answer(msg, error_info(exc)))
+                except Exception:  # noqa: BLE001 - the sender may be gone
+                    self.log.warning("error_reply_failed", message_type=type(msg).__name__)
+        return self.idle_result()
+
+    def _handler_for(self, msg: Any) -> Handler | None:
+        for cls in type(msg).__mro__:
+            name = self.handlers.get(cls)
+            if name is not None:
+                return getattr(self, name)
+        return None
+
+    def idle_result(self) -> Any:
+        """What receiveMessage returns; the service actor returns a ThespianWatch."""
+        return None
+
+
+# Thespian's own messages, re-exported so actor modules import them from one place.
+__all__ = ["GrymActor", "error_info", "error_answer", "ActorExitRequest", "ChildActorExited",
+           "PoisonMessage", "WakeupMessage"]

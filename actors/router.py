@@ -1,0 +1,202 @@
+"""The TaskRouter actor: task type -> service, context in, timings out.
+
+Every accepted task is answered exactly once: with the service's result, or
+with a typed error when its deadline passes, its service's process dies, or
+the system drains. Refusals (unknown type, service down, overloaded,
+shutting down) are answered at once.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from thespian.actors import Actor, WakeupMessage
+
+from messages.context import ContextItem, GetContextForModel, ModelContext, StoreContext
+from messages.errors import ErrorCode, ErrorInfo, GrymError, TaskTimeout
+from messages.service import ServiceTask, ServiceTaskDone
+from messages.system import (
+    Drain, DrainDone, ErrorReply, ExecuteTask, GetRoutes, RouterSetup, ServiceDirectoryUpdate,
+)
+from messages.task import Task, TaskResult
+
+from .base import GrymActor
+from .history import task_history_content
+from .routing import Pending, PendingTasks, RouteTable
+
+CONTEXT_FETCH_TIMEOUT_S = 0.5  # past this a task runs without context rather than wait
+
+
+class TaskRouter(GrymActor, Actor):
+    handlers = {
+        RouterSetup: "on_setup", ServiceDirectoryUpdate: "on_directory", Task: "on_task",
+        ExecuteTask: "on_execute", ServiceTaskDone: "on_done", ModelContext: "on_context",
+        ErrorReply: "on_error_reply", WakeupMessage: "on_wakeup", Drain: "on_drain",
+        GetRoutes: "on_get_routes",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.table = RouteTable(routes={})
+        self.pending = PendingTasks()
+        self.ids = itertools.count(1)
+        self.context = None
+        self.fetch_context: frozenset[str] = frozenset()
+        self.default_timeout_s = 30.0
+        self.timer_at: float | None = None
+        self.drain_waiter = None
+        self.late_results = 0
+
+    # -- set-up from the supervisor -----------------------------------------------
+    def on_setup(self, msg: RouterSetup, sender: Any) -> None:
+        self.table.routes = dict(msg.routes)
+        self.context, self.fetch_context = msg.context, msg.fetch_context
+        self.default_timeout_s = msg.default_timeout_s
+
+    def on_directory(self, msg: ServiceDirectoryUpdate, sender: Any) -> None:
+        if msg.name == "context":
+            self.context = msg.address
+            return
+        self.table.update(msg)
+        if msg.lost_reason:
+            code = ErrorCode(msg.lost_code or ErrorCode.EXECUTION_ERROR)
+            for p in self.pending.lost(msg.name, msg.generation):
+                self._finish(p, TaskResult.failure(p.task.id, ErrorInfo(
+                    code, f"service {msg.name!r} {msg.lost_reason} while running task "
+                          f"{p.task.id!r}", {"service": msg.name})))
+
+    def on_get_routes(self, msg: GetRoutes, sender: Any) -> None:
+        self.send(sender, dict(self.table.routes))
+
+    # -- tasks ------------------------------------------------------------------------
+    def on_task(self, task: Task, sender: Any) -> None:
+        self._accept(task, sender, self.table.service_for(task.type), direct=False)
+
+    def on_execute(self, msg: ExecuteTask, sender: Any) -> None:
+        self._accept(msg.task, sender, msg.service, direct=True)
+
+    def _accept(self, task: Task, caller: Any, service: str, direct: bool) -> None:
+        now = time.monotonic()
+        entry = self.table.admit(service)  # raises the typed refusal
+        entry.in_flight += 1
+        timeout = task.timeout_s or entry.task_timeout_s or self.default_timeout_s
+        p = Pending(next(self.ids), task, caller, service, now, now + timeout,
+                    entry.generation, direct=direct)
+        self.pending.add(p)
+        self._arm_timer(p.deadline, now)
+        if (not direct and task.context is None and service in self.fetch_context
+                and self.context is not None):
+            p.stage = "context"
+            p.context_started = now
+            self.send(self.context, GetContextForModel(
+                model_type=entry.kind or service, task_id=task.id, ref=p.request_id))
+            self._arm_timer(now + CONTEXT_FETCH_TIMEOUT_S, now)
+        else:
+            self._dispatch(p, task, now)
+
+    def _dispatch(self, p: Pending, task: Task, now: float) -> None:
+        entry = self.table.services.get(p.service)
+        if entry is None or entry.address is None or entry.generation != p.generation:
+            # The service went down (or restarted) while the context was fetched.
+            try:
+                entry = self.table.admit(p.service)
+            except GrymError as exc:
+                self._finish(p, TaskResult.failure(task.id, exc.info()))
+                return
+            entry.in_flight += 1
+            p.generation = entry.generation
+        p.stage = "service"
+        self.send(entry.address, ServiceTask(p.request_id, task, max(0.001, p.deadline - now)))
+
+    def on_context(self, msg: ModelContext, sender: Any) -> None:
+        p = self.pending.get(msg.ref) if msg.ref is not None else None
+        if p is not None and p.stage == "context":
+            now = time.monotonic()
+            p.context_fetch_ms = (now - p.context_started) * 1000
+            self._dispatch(p, p.task.with_context(msg.data), now)
+
+    def on_error_reply(self, msg: ErrorReply, sender: Any) -> None:
+        p = self.pending.get(msg.ref) if isinstance(msg.ref, int) else None
+        if p is not None and p.stage == "context":
+            # Context is help, not a precondition: run without it.
+            self.log.warning("context_fetch_failed", task_id=p.task.id, error=str(msg.error))
+            now = time.monotonic()
+            p.context_fetch_ms = (now - p.context_started) * 1000
+            self._dispatch(p, p.task, now)
+
+    def on_done(self, msg: ServiceTaskDone, sender: Any) -> None:
+        p = self.pending.get(msg.request_id)
+        if p is None:
+            self.late_results += 1  # already answered (deadline or lost service)
+            return
+        now = time.monotonic()
+        m = msg.result.metrics
+        total_ms = (now - p.received_at) * 1000
+        routing_ms = max(0.0, total_ms - p.context_fetch_ms - m.queue_ms - m.execution_ms)
+        result = msg.result.with_metrics(routing_ms=routing_ms, context_fetch_ms=p.context_fetch_ms,
+                                         total_ms=total_ms)
+        self._finish(p, result)
+        if p.task.store_results and self.context is not None:
+            self.send(self.context, StoreContext(ContextItem(
+                type="task_history", content=task_history_content(p.task, result, p.service),
+                source=p.service, task_id=p.task.id)))
+
+    def _finish(self, p: Pending, result: TaskResult) -> None:
+        """Answer the caller once and forget the task."""
+        self.pending.pop(p.request_id)
+        entry = self.table.services.get(p.service)
+        if entry is not None and entry.generation == p.generation and entry.in_flight > 0:
+            entry.in_flight -= 1
+        self.send(p.caller, result)
+        self.log.debug("task_answered", task_id=p.task.id, service=p.service,
+                       status=result.status.value, total_ms=round(result.metrics.total_ms, 3))
+        if self.drain_waiter is not None and not self.pending:
+            self._drain_done(0)
+
+    # -- deadlines and draining ----------------------------------------------------------
+    def _arm_timer(self, at: float, now: float) -> None:
+        if self.timer_at is None or at < self.timer_at:
+            self.timer_at = at
+            self.wakeupAfter(max(0.0, at - now), payload=("deadline",))
+
+    def on_wakeup(self, msg: WakeupMessage, sender: Any) -> None:
+        now = time.monotonic()
+        if msg.payload == ("drain",):
+            if self.drain_waiter is not None:
+                expired = list(self.pending)
+                for p in expired:
+                    self._finish(p, self._timeout(p, now, "the shutdown drain ended"))
+                self._drain_done(len(expired))
+            return
+        self.timer_at = None
+        for p in self.pending.expired(now):
+            self._finish(p, self._timeout(p, now, "its deadline passed"))
+        for p in list(self.pending):  # context that did not come in time
+            if p.stage == "context" and now - p.context_started > CONTEXT_FETCH_TIMEOUT_S:
+                p.context_fetch_ms = (now - p.context_started) * 1000
+                self._dispatch(p, p.task, now)
+        nxt = self.pending.next_deadline()
+        if nxt is not None:
+            if any(p.stage == "context" for p in self.pending):
+                nxt = min(nxt, now + CONTEXT_FETCH_TIMEOUT_S)
+            self._arm_timer(nxt, now)
+
+    def _timeout(self, p: Pending, now: float, why: str) -> TaskResult:
+        waited = now - p.received_at
+        return TaskResult.failure(p.task.id, TaskTimeout(
+            f"task {p.task.id!r} on service {p.service!r}: {why} after {waited:.3f} s",
+            {"service": p.service, "stage": p.stage}).info())
+
+    def on_drain(self, msg: Drain, sender: Any) -> None:
+        self.table.draining = True
+        self.drain_waiter = sender
+        if not self.pending:
+            self._drain_done(0)
+        else:
+            self.wakeupAfter(msg.drain_s, payload=("drain",))
+
+    def _drain_done(self, timed_out: int) -> None:
+        waiter, self.drain_waiter = self.drain_waiter, None
+        self.send(waiter, DrainDone(answered_with_timeout=timed_out))
+

@@ -1,0 +1,300 @@
+"""The actor that hosts one ModelService in its own process.
+
+It owns the service's mailbox: a bounded queue (refusals are immediate), the
+batching decision, per-task deadlines and the lifecycle state machine
+(offline -> initializing -> online, stopping, failed). The model itself runs
+on a worker thread (actors/worker.py).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import psutil
+from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WakeupMessage, WatchMessage
+
+from messages.errors import (
+    ErrorInfo, ExecutionError, GrymError, InitError, Overloaded, ShuttingDown, TaskTimeout,
+)
+from messages.service import (
+    ConfigureService, GetMetrics, GetStatus, Heartbeat, HeartbeatAck, Initialize,
+    ServiceMetrics, ServiceStatus, ServiceTask, ServiceTaskDone, Shutdown, StatusReply,
+)
+from messages.task import Task, TaskMetrics, TaskResult
+from services.registry import load_kind
+
+from .base import GrymActor, error_info
+from .batching import BatchPolicy, Queued, TaskQueue
+from .service_stats import ServiceStats
+from .worker import Done, Worker
+
+DIRECT_TASK_TIMEOUT_S = 30.0
+S = ServiceStatus
+
+
+class ServiceActor(GrymActor, Actor):
+    handlers = {
+        ConfigureService: "on_configure", Initialize: "on_initialize",
+        ServiceTask: "on_service_task", Task: "on_direct_task", Heartbeat: "on_heartbeat",
+        GetStatus: "on_get_status", GetMetrics: "on_get_metrics", Shutdown: "on_shutdown",
+        WatchMessage: "on_watch", WakeupMessage: "on_wakeup", ActorExitRequest: "on_exit",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.spec: ConfigureService | None = None
+        self.service = None
+        self.worker: Worker | None = None
+        self.status = S.OFFLINE
+        self.supervisor = None
+        self.queue = TaskQueue()
+        self.running: list[Queued] = []
+        self.running_deadline = 0.0
+        self.batch_seq = 0
+        self.answered: set[int] = set()      # ids of running tasks already answered (timed out)
+        self.init_waiters: list[Any] = []
+        self.init_error: ErrorInfo | None = None
+        self.shutdown_waiter = None
+        self.batch_timer_armed = False
+        self.next_direct_id = -1             # direct tasks get negative ids, the router's are positive
+        self.stats = ServiceStats()
+        self.process = psutil.Process()
+
+    def idle_result(self) -> Any:
+        return ThespianWatch([self.worker.read_fd]) if self.worker else None
+
+    # -- lifecycle -------------------------------------------------------------
+    def on_configure(self, msg: ConfigureService, sender: Any) -> None:
+        if self.spec is not None:
+            raise InitError(f"service {self.spec.name!r} is already configured")
+        self.spec, self.supervisor = msg, sender
+        self.service = load_kind(msg.kind)(msg.name, msg.settings)
+        self.policy = BatchPolicy(msg.max_batch_size, msg.max_batch_delay_ms / 1000)
+        self.worker = Worker(name=f"{msg.name}-worker")
+        self.log = self.log.bind(service=msg.name, generation=msg.generation, pid=os.getpid())
+        if msg.eager:
+            self._start_init()
+        self.send(sender, self._status_reply())
+
+    def on_initialize(self, msg: Initialize, sender: Any) -> None:
+        self._require_configured()
+        if self.status in (S.ONLINE, S.DEGRADED) or self.init_error is not None:
+            self.send(sender, self._status_reply())
+            return
+        self.init_waiters.append(sender)
+        self._start_init()
+
+    def _start_init(self) -> None:
+        if self.status is S.OFFLINE and not self.worker.busy:
+            self.status = S.INITIALIZING
+            self.log.info("service_initializing")
+            self.worker.submit("init", self.service.initialize)
+
+    def _init_done(self, done: Done) -> None:
+        if done.error is None:
+            self.status = S.ONLINE
+            self.log.info("service_online", init_ms=round((done.finished - done.started) * 1000, 2))
+        else:
+            self.status = S.FAILED
+            self.init_error = InitError(f"service {self.spec.name!r} failed to initialize: "
+                                        f"{error_info(done.error).message}").info()
+            self.log.error("service_init_failed", error=self.init_error.message)
+            for item in self.queue.drain():
+                self._answer(item, TaskResult.failure(item.task.id, self.init_error))
+        reply = self._status_reply()
+        for waiter in self.init_waiters:
+            self.send(waiter, reply)
+        self.init_waiters.clear()
+        self.send(self.supervisor, reply)  # the supervisor updates the router's directory
+
+    def on_shutdown(self, msg: Shutdown, sender: Any) -> None:
+        self._require_configured()
+        self.shutdown_waiter = sender
+        if self.status is not S.STOPPING:
+            self.status = S.STOPPING
+            self.log.info("service_stopping", queued=len(self.queue), running=len(self.running))
+            self.wakeupAfter(msg.drain_s, payload=("drain",))
+        self._maybe_release()
+
+    def _maybe_release(self) -> None:
+        if self.status is S.STOPPING and not self.queue and not self.worker.busy:
+            self.worker.submit("release", self.service.shutdown)
+
+    def on_exit(self, msg: ActorExitRequest, sender: Any) -> None:
+        error = ShuttingDown("the service is shutting down").info()
+        for item in self.queue.drain() + self._unanswered_running():
+            self._answer(item, TaskResult.failure(item.task.id, error))
+        if self.worker is not None:
+            if not self.worker.busy and self.service is not None:
+                self.service.shutdown()
+            self.worker.stop()
+
+    # -- work --------------------------------------------------------------------
+    def on_service_task(self, msg: ServiceTask, sender: Any) -> None:
+        now = time.monotonic()
+        self._accept(Queued(msg.request_id, msg.task, sender, now, now + msg.budget_s))
+
+    def on_direct_task(self, task: Task, sender: Any) -> None:
+        now = time.monotonic()
+        self.next_direct_id -= 1
+        budget = task.timeout_s or DIRECT_TASK_TIMEOUT_S
+        self._accept(Queued(self.next_direct_id, task, sender, now, now + budget, direct=True))
+
+    def _accept(self, item: Queued) -> None:
+        """Queue the task, or answer it at once with the reason it cannot be taken."""
+        self._require_configured()
+        try:
+            self._admit(item.task)
+        except GrymError as exc:
+            self._answer(item, TaskResult.failure(item.task.id, exc.info()))
+            return
+        self.queue.push(item)
+        if self.status is S.OFFLINE:
+            self._start_init()
+        self._pump()
+
+    def _admit(self, task: Task) -> None:
+        if self.status is S.STOPPING:
+            raise ShuttingDown(f"service {self.spec.name!r} is shutting down")
+        if self.init_error is not None:
+            raise InitError(self.init_error.message)
+        self.service.check_task(task)
+        if len(self.queue) + len(self.running) >= self.spec.max_queue:
+            raise Overloaded(f"service {self.spec.name!r} has {self.spec.max_queue} tasks "
+                             f"queued or running (max_queue)", {"max_queue": self.spec.max_queue})
+
+    def _pump(self) -> None:
+        """Start the next batch if the worker is free and the policy says so."""
+        if self.status not in (S.ONLINE, S.DEGRADED, S.STOPPING):
+            return
+        now = time.monotonic()
+        plan = self.policy.plan(len(self.queue), self.queue.oldest_wait(now), self.worker.busy)
+        if plan.take:
+            batch, expired = self.queue.take(plan.take, now)
+            for item in expired:
+                self._answer(item, self._timeout_result(item, now, "while queued"))
+            if batch:
+                self._run_batch(batch, now)
+            else:
+                self._pump()
+        elif plan.wait_s and not self.batch_timer_armed:
+            self.batch_timer_armed = True
+            self.wakeupAfter(plan.wait_s, payload=("batch",))
+
+    def _run_batch(self, batch: list[Queued], now: float) -> None:
+        self.running, self.answered = batch, set()
+        self.running_deadline = min(item.deadline for item in batch)
+        self.batch_seq += 1
+        tasks = [item.task for item in batch]
+        self.worker.submit("batch", lambda: self.service.execute_batch(tasks), batch)
+        self.wakeupAfter(max(0.0, self.running_deadline - now), payload=("deadline", self.batch_seq))
+
+    def _batch_done(self, done: Done) -> None:
+        batch: list[Queued] = done.payload
+        outcomes = done.value
+        if done.error is not None or not isinstance(outcomes, list) or len(outcomes) != len(batch):
+            problem = (done.error if done.error is not None else ExecutionError(
+                f"execute_batch returned {type(outcomes).__name__} for {len(batch)} tasks"))
+            outcomes = [problem] * len(batch)
+        execution_ms = (done.finished - done.started) * 1000
+        self.stats.record_batch(len(batch))
+        for item, outcome in zip(batch, outcomes):
+            if item.request_id in self.answered:
+                continue
+            metrics = TaskMetrics(queue_ms=(done.started - item.received_at) * 1000,
+                                  execution_ms=execution_ms, batch_size=len(batch))
+            if isinstance(outcome, BaseException):
+                result = TaskResult.failure(item.task.id, error_info(outcome), metrics)
+            else:
+                result = TaskResult.success(item.task.id, outcome, metrics)
+            self._answer(item, result)
+        self.running = []
+
+    def on_watch(self, msg: WatchMessage, sender: Any) -> None:
+        for done in self.worker.collect():
+            if done.kind == "init":
+                self._init_done(done)
+            elif done.kind == "batch":
+                self._batch_done(done)
+            elif done.kind == "release":
+                self._released(done)
+        self._maybe_release()
+        self._pump()
+
+    def on_wakeup(self, msg: WakeupMessage, sender: Any) -> None:
+        payload = msg.payload if isinstance(msg.payload, tuple) else ()
+        now = time.monotonic()
+        if payload == ("batch",):
+            self.batch_timer_armed = False
+            self._pump()
+        elif payload[:1] == ("deadline",) and payload[1:] == (self.batch_seq,):
+            # The worker is still on this batch: answer its late tasks now. If the
+            # worker is truly stuck, heartbeats report it overdue and the
+            # supervisor kills this process.
+            for item in self._unanswered_running():
+                if item.deadline <= now:
+                    self._answer(item, self._timeout_result(item, now, "while running"))
+        elif payload == ("drain",) and self.status is S.STOPPING:
+            for item in self.queue.drain():
+                self._answer(item, self._timeout_result(item, now, "before shutdown"))
+            self._maybe_release()
+
+    def _released(self, done: Done) -> None:
+        self.status = S.OFFLINE
+        self.log.info("service_released", error=None if done.error is None else str(done.error))
+        if self.shutdown_waiter is not None:
+            self.send(self.shutdown_waiter, self._status_reply())
+
+    def _unanswered_running(self) -> list[Queued]:
+        return [item for item in self.running if item.request_id not in self.answered]
+
+    def _timeout_result(self, item: Queued, now: float, where: str) -> TaskResult:
+        waited = now - item.received_at
+        error = TaskTimeout(f"task {item.task.id!r} passed its deadline {where} "
+                            f"(after {waited:.3f} s in service {self.spec.name!r})")
+        return TaskResult.failure(item.task.id, error.info(), TaskMetrics(queue_ms=waited * 1000))
+
+    def _answer(self, item: Queued, result: TaskResult) -> None:
+        self.answered.add(item.request_id)
+        latency_ms = (time.monotonic() - item.received_at) * 1000
+        self.stats.record(result.ok, latency_ms)
+        self.send(item.reply_to, result if item.direct else ServiceTaskDone(item.request_id, result))
+
+    # -- status --------------------------------------------------------------------
+    def on_heartbeat(self, msg: Heartbeat, sender: Any) -> None:
+        self._require_configured()
+        now = time.monotonic()
+        busy = self.worker.busy
+        self.send(sender, HeartbeatAck(
+            seq=msg.seq, name=self.spec.name, generation=self.spec.generation, pid=os.getpid(),
+            status=self.status, queue_depth=len(self.queue) + len(self.running),
+            busy_for_s=now - self.worker.busy_since if busy else 0.0,
+            overdue_s=max(0.0, now - self.running_deadline) if busy and self.running else 0.0,
+            rss_bytes=self.process.memory_info().rss, error_rate=self.stats.recent_error_rate,
+            recent_requests=self.stats.recent_requests))
+
+    def on_get_status(self, msg: GetStatus, sender: Any) -> None:
+        self.send(sender, self._status_reply())
+
+    def on_get_metrics(self, msg: GetMetrics, sender: Any) -> None:
+        self._require_configured()
+        st, lat = self.stats, self.stats.latency_summary()
+        self.send(sender, ServiceMetrics(
+            name=self.spec.name, requests=st.requests, successes=st.successes, errors=st.errors,
+            error_rate=st.errors / st.requests if st.requests else 0.0,
+            latency_p50_ms=lat["p50"], latency_p95_ms=lat["p95"], latency_p99_ms=lat["p99"],
+            latency_mean_ms=lat["mean"], queue_depth=len(self.queue) + len(self.running),
+            rss_bytes=self.process.memory_info().rss, cpu_percent=self.process.cpu_percent(None),
+            last_processed_at=st.last_processed_at, batches=st.batches,
+            mean_batch_size=st.batched_tasks / st.batches if st.batches else 0.0))
+
+    def _status_reply(self) -> StatusReply:
+        return StatusReply(
+            name=self.spec.name if self.spec else "", status=self.status, pid=os.getpid(),
+            initialized=bool(self.service and self.service.is_initialized()),
+            details=self.service.describe() if self.service else {}, error=self.init_error)
+
+    def _require_configured(self) -> None:
+        if self.spec is None:
+            raise InitError("this service actor has not been configured by its supervisor yet")

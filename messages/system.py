@@ -1,0 +1,219 @@
+"""Messages between the host, the supervisor and the router."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .base import Message, require, require_seconds, require_text
+from .errors import ErrorInfo
+from .service import ServiceStatus
+from .task import Task
+
+
+@dataclass(frozen=True)
+class ErrorReply(Message):
+    """The answer to any request that failed (tasks get a failed TaskResult instead).
+
+    ``ref`` repeats the request's own ``ref``, so a caller with several requests
+    in flight knows which one failed.
+    """
+
+    error: ErrorInfo
+    ref: Any = None
+
+
+# -- host -> supervisor -----------------------------------------------------------
+@dataclass(frozen=True)
+class StartSystem(Message):
+    """Sent once by the launcher: the validated configuration, as a plain dict."""
+
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GetSystemInfo(Message):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceInfo(Message):
+    name: str
+    kind: str
+    status: ServiceStatus
+    generation: int = 0
+    restarts: int = 0
+    pid: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class SystemInfo(Message):
+    """Where the system's actors are. External actors start here."""
+
+    supervisor: Any
+    router: Any
+    context: Any
+    services: tuple[ServiceInfo, ...]
+    routes: Mapping[str, str] = field(default_factory=dict)
+    shutting_down: bool = False
+
+
+@dataclass(frozen=True)
+class GetService(Message):
+    """Find a service by name and make sure it is initialized (lazy init on first use)."""
+
+    name: str
+    initialize: bool = True
+
+    def validate(self) -> None:
+        require_text(self.name, "name")
+
+
+@dataclass(frozen=True)
+class ListServices(Message):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceList(Message):
+    services: tuple[ServiceInfo, ...]
+
+
+@dataclass(frozen=True)
+class GetServiceMetrics(Message):
+    name: str | None = None  # None: every service
+
+
+@dataclass(frozen=True)
+class MetricsReport(Message):
+    services: tuple[Any, ...]  # ServiceMetrics
+
+
+@dataclass(frozen=True)
+class ShutdownSystem(Message):
+    """Graceful stop: refuse new tasks, let accepted ones finish up to drain_s."""
+
+    drain_s: float = 10.0
+
+    def validate(self) -> None:
+        require_seconds(self.drain_s, "drain_s", allow_none=False)
+
+
+@dataclass(frozen=True)
+class SystemStopped(Message):
+    pass
+
+
+# -- health -------------------------------------------------------------------------
+class HealthEventKind(str, enum.Enum):
+    SERVICE_UNHEALTHY = "service_unhealthy"
+    SERVICE_DEGRADED = "service_degraded"
+    SERVICE_RECOVERED = "service_recovered"
+    SERVICE_RESTARTED = "service_restarted"
+    SERVICE_FAILED = "service_failed"
+
+
+@dataclass(frozen=True)
+class HealthEvent(Message):
+    seq: int
+    kind: HealthEventKind
+    service: str
+    status: ServiceStatus
+    reason: str
+    at: float  # wall clock
+
+
+@dataclass(frozen=True)
+class SubscribeHealth(Message):
+    """Receive HealthEvents (all kinds when ``kinds`` is empty); ``since`` replays missed ones."""
+
+    kinds: tuple[HealthEventKind, ...] = ()
+    since: int | None = None
+
+
+@dataclass(frozen=True)
+class UnsubscribeHealth(Message):
+    pass
+
+
+@dataclass(frozen=True)
+class Subscribed(Message):
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class GetHealth(Message):
+    pass
+
+
+@dataclass(frozen=True)
+class HealthReport(Message):
+    statuses: Mapping[str, ServiceStatus]
+    events: tuple[HealthEvent, ...] = ()
+
+
+# -- host -> router -------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExecuteTask(Message):
+    """Run ``task`` on the named service, skipping the route table and context fetch."""
+
+    task: Task
+    service: str
+
+    def validate(self) -> None:
+        require(isinstance(self.task, Task), "task", "must be a Task")
+        self.task.validate()
+        require_text(self.service, "service")
+
+
+@dataclass(frozen=True)
+class GetRoutes(Message):
+    pass
+
+
+# -- supervisor -> router --------------------------------------------------------------
+@dataclass(frozen=True)
+class RouterSetup(Message):
+    routes: Mapping[str, str]
+    context: Any
+    fetch_context: frozenset[str]  # services whose tasks get context fetched
+    default_timeout_s: float
+
+
+@dataclass(frozen=True)
+class ServiceDirectoryUpdate(Message):
+    """Where a service is and whether it takes work. ``address`` None: it is down.
+
+    ``lost_reason`` is set when the service's process went away: tasks in flight on
+    that generation are answered with ``lost_code`` at once.
+    """
+
+    name: str
+    address: Any
+    status: ServiceStatus
+    generation: int
+    max_queue: int
+    kind: str = ""
+    task_timeout_s: float | None = None
+    lost_reason: str | None = None
+    lost_code: str | None = None
+
+
+@dataclass(frozen=True)
+class ContextSetup(Message):
+    """Supervisor -> context actor: its settings (the config's [context] table)."""
+
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Drain(Message):
+    """Supervisor -> router: refuse new tasks; answer DrainDone when none are in flight."""
+
+    drain_s: float
+
+
+@dataclass(frozen=True)
+class DrainDone(Message):
+    answered_with_timeout: int = 0

@@ -1,0 +1,85 @@
+"""The ModelService interface: what a model service is, without any actor.
+
+A service kind is a plain class. The ServiceActor (actors/service_actor.py)
+hosts one instance in its own process, owns its mailbox and calls these
+methods from a worker thread; the kind never sees a message. Kinds are
+found through the ``grym.services`` entry point group (see ``registry.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Sequence
+
+from messages.errors import InvalidTaskType
+from messages.task import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+    """Settings of a kind that has none."""
+
+
+Outcome = Any  # the task's result data, or an exception instance for that task alone
+
+
+class ModelService:
+    """Base of every service kind.
+
+    Subclasses set ``kind``, ``task_types`` and ``Settings`` (a frozen
+    dataclass validated in ``__post_init__``), and implement ``initialize``
+    and ``execute``; a kind that can batch overrides ``execute_batch``.
+    """
+
+    kind: ClassVar[str] = ""
+    task_types: ClassVar[frozenset[str]] = frozenset()
+    Settings: ClassVar[type] = NoSettings
+    # Modules worth importing in the supervisor before it forks service
+    # processes, so that a (re)started service does not pay for the import.
+    preload_modules: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, settings: Any):
+        self.name = name
+        self.settings = settings
+        self._initialized = False
+
+    # -- lifecycle -------------------------------------------------------
+    def initialize(self) -> None:
+        """Load what the service needs. Raise InitError (or anything) on failure."""
+        self._initialized = True
+
+    def is_initialized(self) -> bool:
+        return self._initialized
+
+    def shutdown(self) -> None:
+        """Release models and other resources. Must be safe to call twice."""
+        self._initialized = False
+
+    # -- work --------------------------------------------------------------
+    def check_task(self, task: Task) -> None:
+        """Cheap checks done before a task is queued; raise a GrymError to refuse it."""
+        if self.task_types and task.type not in self.task_types:
+            raise InvalidTaskType(
+                f"service {self.name!r} ({self.kind}) does not handle task type {task.type!r}; "
+                f"it handles {sorted(self.task_types)}", {"task_type": task.type})
+
+    def execute(self, task: Task) -> Any:
+        """Run one task and return its result data, or raise a GrymError."""
+        raise NotImplementedError
+
+    def execute_batch(self, tasks: Sequence[Task]) -> list[Outcome]:
+        """Run several tasks; one outcome per task, in order.
+
+        The default runs them one by one, so one failing task does not fail
+        its neighbours. An exception that escapes fails the whole batch.
+        """
+        outcomes: list[Outcome] = []
+        for task in tasks:
+            try:
+                outcomes.append(self.execute(task))
+            except Exception as exc:  # reported per task by the actor
+                outcomes.append(exc)
+        return outcomes
+
+    def describe(self) -> dict[str, Any]:
+        """Facts worth showing in status output (model name, device, ...)."""
+        return {}

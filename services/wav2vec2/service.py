@@ -1,0 +1,182 @@
+"""``Wav2Vec2Service``: the wav2vec2 ModelService that the actor shell hosts.
+
+Task types: ``speech-to-text`` (transcription), ``audio-feature-extraction``
+(features), and ``audio_process`` / ``audio_analyze``, which take
+``analysis_type`` transcription | features | patterns (defaults: transcription
+and patterns). See ``requests`` for the task data and ``analyses`` for the
+result shapes.
+
+A batch is validated task by task (a bad task fails alone), then every valid
+task shares one padded forward pass: the logits and last hidden state serve
+all three analyses, and every layer's hidden states are kept only when some
+task asks for them. Device "cuda" needs the supervisor's spawn or forkserver
+start method: CUDA cannot initialise in a forked process.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import psutil
+import torch
+
+from messages.errors import ExecutionError, GrymError, InitError, ServiceUnavailable
+from messages.task import Task
+from services.model_service import ModelService, Outcome
+
+from .analyses import build_result
+from .audio import resample
+from .checkpoint import RANDOM_WEIGHTS_MARKER
+from .model import (LoadedModel, checkpoint_weight_bytes, load_model, quiet_transformers,
+                    resolve_device, run_batch)
+from .requests import AudioRequest, RequestRules, parse_request
+from .settings import Wav2Vec2Settings
+
+
+def process_rss_bytes() -> int:
+    return psutil.Process().memory_info().rss
+
+
+class Wav2Vec2Service(ModelService):
+    kind = "wav2vec2"
+    task_types = frozenset({"speech-to-text", "audio-feature-extraction",
+                            "audio_process", "audio_analyze"})
+    Settings = Wav2Vec2Settings
+    preload_modules = ("torch", "transformers")
+
+    def __init__(self, name: str, settings: Wav2Vec2Settings):
+        super().__init__(name, settings)
+        self._loaded: LoadedModel | None = None
+        self._rules: RequestRules | None = None
+        self._random_weights = False
+        self._load_s: float | None = None
+        self._last_rss: int | None = None  # measured after loading and after each batch
+
+    # -- lifecycle ---------------------------------------------------------------
+    def initialize(self) -> None:
+        settings = self.settings
+        quiet_transformers()
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
+        limit = settings.max_memory_bytes
+        if limit is not None:
+            # Refuse before loading when the weights alone would not fit.
+            expected = process_rss_bytes() + checkpoint_weight_bytes(settings.model)
+            _check_memory(expected, limit, "loading would bring the process to")
+        started = time.perf_counter()
+        try:
+            loaded = load_model(settings.model, resolve_device(settings.device),
+                                settings.local_files_only)
+        except Exception as exc:
+            raise InitError(f"cannot load wav2vec2 model {settings.model!r}: {exc}",
+                            {"model": settings.model}) from exc
+        self._load_s = time.perf_counter() - started
+        self._last_rss = process_rss_bytes()
+        if limit is not None:
+            try:
+                _check_memory(self._last_rss, limit, "after loading the process uses")
+            except InitError:
+                del loaded
+                gc.collect()
+                raise
+        self._loaded = loaded
+        self._rules = RequestRules(max_seconds=settings.max_audio_seconds,
+                                   min_seconds=loaded.min_seconds, num_layers=loaded.num_layers)
+        self._random_weights = (Path(settings.model) / RANDOM_WEIGHTS_MARKER).is_file()
+        self._initialized = True
+
+    def shutdown(self) -> None:
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None:
+            on_gpu = loaded.device.type == "cuda"
+            del loaded
+            gc.collect()
+            if on_gpu:
+                torch.cuda.empty_cache()
+        self._initialized = False
+
+    # -- work ----------------------------------------------------------------------
+    def check_task(self, task: Task) -> None:
+        super().check_task(task)
+        parse_request(task, self._require_rules())
+
+    def execute(self, task: Task) -> Any:
+        outcome = self.execute_batch([task])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def execute_batch(self, tasks: Sequence[Task]) -> list[Outcome]:
+        loaded, rules = self._loaded, self._rules
+        if loaded is None or rules is None:
+            return [ServiceUnavailable(f"service {self.name!r} is not initialized")
+                    for _ in tasks]
+        outcomes: list[Outcome] = [None] * len(tasks)
+        ready: list[tuple[int, AudioRequest, np.ndarray]] = []
+        for index, task in enumerate(tasks):
+            try:
+                request = parse_request(task, rules)
+                waveform = resample(request.samples, request.sample_rate, loaded.sample_rate)
+                ready.append((index, request, waveform))
+            except GrymError as exc:
+                outcomes[index] = exc
+        if ready:
+            self._run(loaded, ready, outcomes)
+        self._last_rss = process_rss_bytes()
+        return outcomes
+
+    def _run(self, loaded: LoadedModel, ready: list[tuple[int, AudioRequest, np.ndarray]],
+             outcomes: list[Outcome]) -> None:
+        all_layers = any(request.layers for _, request, _ in ready)
+        try:
+            outputs = run_batch(loaded, [waveform for _, _, waveform in ready], all_layers)
+        except Exception as exc:  # e.g. out of memory: every task of the pass fails
+            failure = f"forward pass of {len(ready)} clip(s) failed: {type(exc).__name__}: {exc}"
+            for index, _, _ in ready:
+                outcomes[index] = ExecutionError(failure)
+            return
+        for (index, request, waveform), output in zip(ready, outputs):
+            try:
+                outcomes[index] = build_result(request, waveform, output, loaded)
+            except Exception as exc:
+                outcomes[index] = ExecutionError(
+                    f"{request.analysis} failed: {type(exc).__name__}: {exc}")
+
+    # -- status ----------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        settings = self.settings
+        facts: dict[str, Any] = {"model": settings.model, "initialized": self._initialized,
+                                 "random_weights": self._random_weights}
+        if self._random_weights:
+            facts["note"] = "random weights: text is noise"
+        loaded = self._loaded
+        if loaded is not None:
+            facts.update({
+                "device": str(loaded.device), "parameters": loaded.parameters,
+                "sample_rate": loaded.sample_rate, "layers": loaded.num_layers,
+                "batching": "padded with attention mask" if loaded.pads_with_mask
+                            else "equal-length clips only (group-norm encoder)",
+                "load_s": self._load_s, "torch_threads": torch.get_num_threads(),
+            })
+        if self._last_rss is not None:
+            facts["rss_bytes"] = self._last_rss
+            limit = settings.max_memory_bytes
+            if limit is not None:
+                facts["max_memory_bytes"] = limit
+                facts["memory_ok"] = self._last_rss <= limit
+        return facts
+
+    def _require_rules(self) -> RequestRules:
+        if self._rules is None:
+            raise ServiceUnavailable(f"service {self.name!r} is not initialized")
+        return self._rules
+
+
+def _check_memory(rss: int, limit: int, what: str) -> None:
+    if rss > limit:
+        raise InitError(f"max_memory is {limit / 1e6:.1f} MB but {what} {rss / 1e6:.1f} MB; "
+                        "raise max_memory or use a smaller model",
+                        {"rss_bytes": rss, "max_memory_bytes": limit})

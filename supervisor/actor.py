@@ -1,0 +1,409 @@
+"""The Supervisor actor: parent of every other actor, and the health policy's hands.
+
+It creates the context actor, the router and one actor per configured
+service; it is their real Thespian parent, so it hears when one exits. It
+also sends heartbeats, because the exit notice does not always arrive, and
+because a hung process does not exit. What to do about an exit or a bad
+heartbeat is decided by plain policy classes (restart_policy, health_policy);
+this actor carries their decisions out and tells the router.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import time
+from collections import deque
+from typing import Any
+
+from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
+
+from actors.base import GrymActor
+from actors.context_actor import ContextActor
+from actors.router import TaskRouter
+from actors.service_actor import ServiceActor
+from messages.errors import (
+    ErrorCode, InitError, ServiceNotFound, ServiceUnavailable, ShuttingDown,
+)
+from messages.service import (
+    ConfigureService, GetMetrics, Heartbeat, HeartbeatAck, Initialize, ServiceMetrics,
+    ServiceStatus, Shutdown, StatusReply,
+)
+from messages.system import (
+    ContextSetup, Drain, DrainDone, ErrorReply, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
+    HealthEvent, HealthEventKind, HealthReport, ListServices, MetricsReport, RouterSetup,
+    ServiceDirectoryUpdate, ServiceList, ShutdownSystem, StartSystem, Subscribed,
+    SubscribeHealth, SystemInfo, SystemStopped, UnsubscribeHealth,
+)
+from services.registry import load_kind
+
+from .children import Child, kill_process, process_gone
+from .config import SystemConfig
+from .health_policy import HealthTracker
+
+S = ServiceStatus
+E = HealthEventKind
+GLOBAL_NAME = "grym.supervisor"
+METRICS_WAIT_S = 1.0
+EVENT_LOG_SIZE = 1000
+
+
+class Supervisor(GrymActor, Actor):
+    handlers = {
+        StartSystem: "on_start", StatusReply: "on_status", HeartbeatAck: "on_ack",
+        ChildActorExited: "on_child_exited", WakeupMessage: "on_wakeup",
+        GetService: "on_get_service", ListServices: "on_list", GetSystemInfo: "on_info",
+        SubscribeHealth: "on_subscribe", UnsubscribeHealth: "on_unsubscribe",
+        GetHealth: "on_get_health", GetServiceMetrics: "on_get_metrics",
+        ServiceMetrics: "on_metrics", ShutdownSystem: "on_shutdown", DrainDone: "on_drained",
+        ActorExitRequest: "on_exit", ErrorReply: "on_error_reply",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.config: SystemConfig | None = None
+        self.children: dict[str, Child] = {}
+        self.starter = None
+        self.heartbeat_seq = itertools.count(1)
+        self.events: deque[HealthEvent] = deque(maxlen=EVENT_LOG_SIZE)
+        self.event_seq = itertools.count(1)
+        self.subscribers: dict[Any, frozenset[E]] = {}
+        self.metrics_requests: dict[int, dict[str, Any]] = {}
+        self.metrics_ids = itertools.count(1)
+        self.shutdown_waiter = None
+        self.shutting_down = False
+
+    # -- start-up -----------------------------------------------------------------
+    def on_start(self, msg: StartSystem, sender: Any) -> None:
+        if self.config is not None:
+            self.send(sender, self._system_info())
+            return
+        self.config = SystemConfig.from_dict(msg.config)
+        self.starter = sender
+        # Import model libraries here, before forking service processes, so a
+        # (re)started service starts warm. Never *run* them here: see
+        # shared notes on the fork-after-torch hang.
+        for spec in self.config.services.values():
+            for module in load_kind(spec.kind).preload_modules:
+                importlib.import_module(module)
+        self.children["context"] = Child.for_core("context")
+        self.children["router"] = Child.for_core("router")
+        for name, spec in self.config.services.items():
+            self.children[name] = Child.for_service(spec, self.config.health)
+        for child in self.children.values():
+            self._spawn(child)
+        self.wakeupAfter(self.config.health.heartbeat_interval_s, payload=("heartbeat",))
+        self.log.info("system_starting", services=sorted(self.config.services))
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        """Answer the starter once every eager service is online (or failed)."""
+        if self.starter is None:
+            return
+        waiting = [c for c in self._services() if c.spec.eager
+                   and c.status not in (S.ONLINE, S.DEGRADED, S.FAILED)]
+        if not waiting:
+            self.send(self.starter, self._system_info())
+            self.starter = None
+            self.log.info("system_ready")
+
+    # -- children ---------------------------------------------------------------------
+    def _spawn(self, child: Child) -> None:
+        child.generation += 1
+        child.status, child.pid = S.OFFLINE, None
+        if child.health is not None:
+            child.health = HealthTracker(child.health.settings, child.health.max_memory)
+        else:
+            child.health = HealthTracker(self.config.health)
+        actor_class = {"router": TaskRouter, "context": ContextActor}.get(child.role, ServiceActor)
+        child.address = self.createActor(actor_class)
+        if child.role == "service":
+            spec = child.spec
+            self.send(child.address, ConfigureService(
+                name=spec.name, kind=spec.kind, settings=spec.settings, max_queue=spec.max_queue,
+                max_batch_size=spec.max_batch_size, max_batch_delay_ms=spec.max_batch_delay_ms,
+                generation=child.generation, eager=spec.eager or child.was_initialized))
+            self._publish(child)
+        elif child.role == "context":
+            self.send(child.address, ContextSetup(settings=dict(self.config.context)))
+            child.status = S.ONLINE
+            self._tell_router(ServiceDirectoryUpdate("context", child.address, S.ONLINE,
+                                                     child.generation, 0))
+        else:
+            child.status = S.ONLINE
+            self._setup_router(child)
+        self.log.info("child_started", child=child.name, generation=child.generation)
+
+    def _setup_router(self, router: Child) -> None:
+        cfg = self.config
+        self.send(router.address, RouterSetup(
+            routes=dict(cfg.routes), context=self.children["context"].address,
+            fetch_context=frozenset(n for n, s in cfg.services.items() if s.fetch_context),
+            default_timeout_s=cfg.system.default_task_timeout_s))
+        for child in self._services():
+            self._publish(child)
+
+    def _publish(self, child: Child, lost_reason: str | None = None,
+                 lost_code: ErrorCode | None = None, generation: int | None = None) -> None:
+        """Tell the router where a service is and whether it takes work."""
+        spec = child.spec
+        self._tell_router(ServiceDirectoryUpdate(
+            name=child.name, address=child.address, status=child.status,
+            generation=child.generation if generation is None else generation,
+            max_queue=spec.max_queue, kind=spec.kind, task_timeout_s=spec.task_timeout_s,
+            lost_reason=lost_reason, lost_code=None if lost_code is None else lost_code.value))
+
+    def _tell_router(self, msg: ServiceDirectoryUpdate) -> None:
+        router = self.children.get("router")
+        if router is not None and router.address is not None:
+            self.send(router.address, msg)
+
+    def _child_at(self, address: Any) -> Child | None:
+        # Thespian addresses are not hashable; there are only a handful of children.
+        if address is None:
+            return None
+        return next((c for c in self.children.values() if c.address == address), None)
+
+    def _services(self) -> list[Child]:
+        return [c for c in self.children.values() if c.role == "service"]
+
+    def on_status(self, msg: StatusReply, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is None:
+            return
+        child.pid = msg.pid
+        if msg.status is S.FAILED and msg.error is not None:
+            self._child_down(child, f"failed to initialize: {msg.error.message}",
+                             ErrorCode.INIT_ERROR)
+            return
+        was = child.status
+        child.status = msg.status
+        if msg.initialized:
+            child.was_initialized = True
+        if msg.status in (S.ONLINE, S.DEGRADED):
+            self._answer_waiters(child)
+        if was is not msg.status:
+            self._publish(child)
+        self._maybe_ready()
+        self._maybe_stopped()
+
+    def on_child_exited(self, msg: ChildActorExited, sender: Any) -> None:
+        child = self._child_at(msg.childAddress)
+        if child is not None:
+            self._child_down(child, "process exited", ErrorCode.EXECUTION_ERROR)
+
+    def _child_down(self, child: Child, reason: str, code: ErrorCode) -> None:
+        """A child is gone or must go: make sure of it, tell the router, decide a restart."""
+        kill_process(child.pid)
+        old_generation, child.address, child.pid = child.generation, None, None
+        child.last_error = reason
+        if self.shutting_down:
+            child.status = S.OFFLINE
+            return
+        child.status = S.UNHEALTHY
+        self.log.warning("child_down", child=child.name, generation=old_generation, reason=reason)
+        if child.role == "service":
+            self._publish(child, reason, code, generation=old_generation)
+        decision = child.restart.on_exit(time.monotonic(), abnormal=True)
+        if decision.restart:
+            self._event(E.SERVICE_RESTARTED, child, f"{reason}; {decision.reason}")
+            if decision.delay_s <= 0:
+                self._spawn(child)
+            else:
+                self.wakeupAfter(decision.delay_s, payload=("restart", child.name, old_generation))
+            return
+        child.status = S.FAILED
+        self.log.error("child_failed", child=child.name, reason=decision.reason)
+        self._event(E.SERVICE_FAILED, child, f"{reason}; {decision.reason}")
+        if child.role == "service":
+            self._publish(child)
+        self._answer_waiters(child)
+        self._maybe_ready()
+
+    # -- health -----------------------------------------------------------------------
+    def _heartbeat_tick(self) -> None:
+        seq = next(self.heartbeat_seq)
+        for child in list(self.children.values()):
+            if child.address is None:
+                continue
+            if process_gone(child.pid):
+                self._child_down(child, "process died (found by heartbeat)", ErrorCode.EXECUTION_ERROR)
+                continue
+            child.health.heartbeat_sent()
+            self.send(child.address, Heartbeat(seq))
+            verdict = child.health.assess()
+            if verdict.kill:
+                hung = verdict.reason.startswith("hung")
+                self._event(E.SERVICE_UNHEALTHY, child, verdict.reason, S.UNHEALTHY)
+                self._child_down(child, f"was killed: {verdict.reason}",
+                                 ErrorCode.TIMEOUT if hung else ErrorCode.SERVICE_UNAVAILABLE)
+            elif child.role == "service" and child.status in (S.ONLINE, S.DEGRADED) \
+                    and verdict.state is not child.status:
+                kind = E.SERVICE_DEGRADED if verdict.state is S.DEGRADED else E.SERVICE_RECOVERED
+                child.status = verdict.state
+                self._event(kind, child, verdict.reason)
+                self._publish(child)
+
+    def on_ack(self, msg: HeartbeatAck, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is not None and child.health is not None:
+            child.pid = msg.pid
+            child.health.ack_received(msg)
+
+    def _event(self, kind: E, child: Child, reason: str, status: S | None = None) -> None:
+        event = HealthEvent(seq=next(self.event_seq), kind=kind, service=child.name,
+                            status=status or child.status, reason=reason, at=time.time())
+        self.events.append(event)
+        self.log.info("health_event", event=kind.value, service=child.name, reason=reason)
+        for address, kinds in self.subscribers.items():
+            if not kinds or kind in kinds:
+                self.send(address, event)
+
+    def on_subscribe(self, msg: SubscribeHealth, sender: Any) -> None:
+        self.subscribers[sender] = frozenset(msg.kinds)
+        last = self.events[-1].seq if self.events else 0
+        self.send(sender, Subscribed(last_seq=last))
+        if msg.since is not None:
+            for event in self.events:
+                if event.seq > msg.since and (not msg.kinds or event.kind in msg.kinds):
+                    self.send(sender, event)
+
+    def on_unsubscribe(self, msg: UnsubscribeHealth, sender: Any) -> None:
+        self.subscribers.pop(sender, None)
+        self.send(sender, Subscribed(last_seq=self.events[-1].seq if self.events else 0))
+
+    def on_get_health(self, msg: GetHealth, sender: Any) -> None:
+        self.send(sender, HealthReport(
+            statuses={c.name: c.status for c in self._services()}, events=tuple(self.events)))
+
+    # -- registry and discovery ------------------------------------------------------------
+    def on_get_service(self, msg: GetService, sender: Any) -> None:
+        child = self.children.get(msg.name)
+        if child is None or child.role != "service":
+            raise ServiceNotFound(f"no service named {msg.name!r}; configured: "
+                                  f"{', '.join(sorted(c.name for c in self._services()))}",
+                                  {"service": msg.name})
+        if child.status is S.FAILED:
+            raise ServiceUnavailable(f"service {msg.name!r} has failed: {child.last_error}",
+                                     {"service": msg.name})
+        if self.shutting_down:
+            raise ShuttingDown("the system is shutting down")
+        if not msg.initialize or child.status in (S.ONLINE, S.DEGRADED):
+            self.send(sender, child.info())
+            return
+        child.waiters.append(sender)
+        if child.address is not None and child.status is S.OFFLINE:
+            self.send(child.address, Initialize())
+
+    def _answer_waiters(self, child: Child) -> None:
+        waiters, child.waiters = child.waiters, []
+        for waiter in waiters:
+            if child.status is S.FAILED:
+                self.send(waiter, ErrorReply(InitError(
+                    f"service {child.name!r} has failed: {child.last_error}").info()))
+            else:
+                self.send(waiter, child.info())
+
+    def on_list(self, msg: ListServices, sender: Any) -> None:
+        self.send(sender, ServiceList(tuple(c.info() for c in self._services())))
+
+    def on_info(self, msg: GetSystemInfo, sender: Any) -> None:
+        self.send(sender, self._system_info())
+
+    def _system_info(self) -> SystemInfo:
+        return SystemInfo(
+            supervisor=self.myAddress, router=self.children["router"].address,
+            context=self.children["context"].address,
+            services=tuple(c.info() for c in self._services()),
+            routes=dict(self.config.routes), shutting_down=self.shutting_down)
+
+    # -- metrics --------------------------------------------------------------------------
+    def on_get_metrics(self, msg: GetServiceMetrics, sender: Any) -> None:
+        live = [c for c in self._services() if c.address is not None
+                and (msg.name is None or c.name == msg.name)]
+        if msg.name is not None and msg.name not in self.children:
+            raise ServiceNotFound(f"no service named {msg.name!r}", {"service": msg.name})
+        request_id = next(self.metrics_ids)
+        self.metrics_requests[request_id] = {
+            "waiter": sender, "missing": {c.name for c in live}, "found": {}}
+        for child in live:
+            self.send(child.address, GetMetrics())
+        self.wakeupAfter(METRICS_WAIT_S, payload=("metrics", request_id))
+        self._finish_metrics(request_id)
+
+    def on_metrics(self, msg: ServiceMetrics, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is None:
+            return
+        with_restarts = ServiceMetrics(**{**msg.__dict__, "restarts": child.restart.total_restarts})
+        for request_id, request in list(self.metrics_requests.items()):
+            if child.name in request["missing"]:
+                request["missing"].discard(child.name)
+                request["found"][child.name] = with_restarts
+                self._finish_metrics(request_id)
+
+    def _finish_metrics(self, request_id: int, force: bool = False) -> None:
+        request = self.metrics_requests.get(request_id)
+        if request is not None and (force or not request["missing"]):
+            del self.metrics_requests[request_id]
+            found = request["found"]
+            for name in request["missing"]:  # did not answer in time: report what we know
+                found[name] = ServiceMetrics(name=name, restarts=self.children[name].restart.total_restarts)
+            self.send(request["waiter"], MetricsReport(tuple(found[n] for n in sorted(found))))
+
+    # -- timers ---------------------------------------------------------------------------
+    def on_wakeup(self, msg: WakeupMessage, sender: Any) -> None:
+        payload = msg.payload if isinstance(msg.payload, tuple) else ()
+        if payload == ("heartbeat",):
+            if not self.shutting_down:
+                self._heartbeat_tick()
+                self.wakeupAfter(self.config.health.heartbeat_interval_s, payload=("heartbeat",))
+        elif payload[:1] == ("restart",):
+            child = self.children.get(payload[1])
+            if (child is not None and child.address is None and child.status is not S.FAILED
+                    and child.generation == payload[2] and not self.shutting_down):
+                self._spawn(child)
+        elif payload[:1] == ("metrics",):
+            self._finish_metrics(payload[1], force=True)
+        elif payload == ("shutdown",):
+            self._stopped()
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def on_shutdown(self, msg: ShutdownSystem, sender: Any) -> None:
+        self.shutdown_waiter = sender
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.shutdown_drain_s = msg.drain_s
+        self.log.info("system_stopping", drain_s=msg.drain_s)
+        router = self.children["router"]
+        if router.address is not None:
+            self.send(router.address, Drain(msg.drain_s))
+        else:
+            self.on_drained(DrainDone(), None)
+        self.wakeupAfter(msg.drain_s + 5.0, payload=("shutdown",))
+
+    def on_drained(self, msg: DrainDone, sender: Any) -> None:
+        for child in self._services():
+            if child.address is not None:
+                child.status = S.STOPPING
+                self.send(child.address, Shutdown(drain_s=max(0.1, self.shutdown_drain_s)))
+        self._maybe_stopped()
+
+    def _maybe_stopped(self) -> None:
+        if self.shutdown_waiter is not None and all(
+                c.status is not S.STOPPING for c in self._services()):
+            self._stopped()
+
+    def _stopped(self) -> None:
+        waiter, self.shutdown_waiter = self.shutdown_waiter, None
+        if waiter is not None:
+            self.log.info("system_stopped")
+            self.send(waiter, SystemStopped())
+
+    def on_error_reply(self, msg: ErrorReply, sender: Any) -> None:
+        child = self._child_at(sender)
+        self.log.warning("child_error_reply", child=child.name if child else None,
+                         error=str(msg.error))
+
+    def on_exit(self, msg: ActorExitRequest, sender: Any) -> None:
+        self.shutting_down = True

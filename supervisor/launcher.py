@@ -1,0 +1,178 @@
+"""Start an actor system from a clean process, and stay as its parent.
+
+The host never forks the actor system itself: a host that has already run
+torch (or any multi-threaded library) would hand its forked children a broken
+thread pool (see the shared notes: the forked model actor deadlocks). So
+``ServiceSystem.start`` and ``run.py start/serve`` run this module in a fresh
+interpreter. It starts Thespian's admin, creates the supervisor, prints one
+JSON line (ready, or why not), then waits: for SIGTERM/SIGINT (graceful
+stop), for the admin to end, or (embedded mode) for its host to die.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from actors.logs import configure_logging
+from messages.errors import ConfigError, ErrorCode, GrymError, InitError
+from messages.system import ErrorReply, ShutdownSystem, StartSystem, SystemInfo
+
+from .config import SystemConfig
+from .network import restrict_bind
+
+SYSTEM_BASE = "multiprocTCPBase"
+
+
+def port_in_use(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((address, port)) == 0
+
+
+def log_dir_for(config: SystemConfig) -> Path:
+    if config.system.log_dir:
+        return Path(config.system.log_dir)
+    import tempfile
+    return Path(tempfile.gettempdir()) / f"grym-{config.system.admin_port}"
+
+
+def capabilities(config: SystemConfig) -> dict[str, Any]:
+    return {"Admin Port": config.system.admin_port,
+            "Process Startup Method": config.system.start_method}
+
+
+def start_actor_system(config: SystemConfig, log_format: str = "json"):
+    """Start the admin and the supervisor; returns (actor system, SystemInfo)."""
+    from thespian.actors import ActorSystem
+
+    from .actor import GLOBAL_NAME, Supervisor
+
+    sys_cfg = config.system
+    if port_in_use(sys_cfg.bind_address, sys_cfg.admin_port):
+        raise ConfigError(f"system.admin_port: port {sys_cfg.admin_port} is already in use "
+                          "(is the runtime already running there?)", {"key": "system.admin_port"})
+    log_dir = log_dir_for(config)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # Thespian's own log goes next to ours, not to /tmp/thespian.log.
+    os.environ["THESPLOG_FILE"] = str(log_dir / "thespian.log")
+    os.environ.setdefault("THESPLOG_FILE_MAXSIZE", str(10 << 20))
+    configure_logging(str(log_dir / "grym.log"), log_format)
+    restrict_bind(sys_cfg.bind_address)
+    asys = ActorSystem(SYSTEM_BASE, capabilities(config), transientUnique=True)
+    try:
+        supervisor = asys.createActor(Supervisor, globalName=GLOBAL_NAME)
+        reply = asys.ask(supervisor, StartSystem(config.raw), sys_cfg.start_timeout_s)
+    except BaseException:
+        asys.shutdown()
+        raise
+    if isinstance(reply, SystemInfo):
+        return asys, reply
+    asys.shutdown()
+    if isinstance(reply, ErrorReply):
+        raise reply.error.to_exception()
+    raise InitError(f"the supervisor did not report ready within {sys_cfg.start_timeout_s:g} s "
+                    f"(got {type(reply).__name__}); see {log_dir}")
+
+
+def stop_actor_system(asys: Any, supervisor: Any, drain_s: float) -> None:
+    """Graceful: drain tasks, release models, then end every actor process."""
+    try:
+        asys.ask(supervisor, ShutdownSystem(drain_s=drain_s), drain_s + 10)
+    finally:
+        asys.shutdown()
+
+
+def _admin_alive() -> bool:
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return pid == 0
+
+
+def report(status: dict[str, Any], ready_file: str | None) -> None:
+    """The one line that says ready (or why not): to a file for a host, else to stdout.
+
+    A file, not a pipe: every actor process forked from here inherits our
+    file descriptors, and a pipe that the host stops reading would block them.
+    """
+    line = json.dumps(status)
+    if ready_file is None:
+        print(line, flush=True)
+        return
+    tmp = f"{ready_file}.tmp"
+    Path(tmp).write_text(line + "\n")
+    os.replace(tmp, ready_file)
+
+
+def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str = "json",
+          ready_file: str | None = None) -> int:
+    """Run until told to stop; report readiness through ``report``."""
+    stop = {"requested": False}
+
+    def request_stop(signum, _frame):
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        asys, info = start_actor_system(config, log_format)
+    except Exception as exc:  # noqa: BLE001 - reported to whoever started us
+        report(failure(exc), ready_file)
+        return 2
+    report({"ready": True, "pid": os.getpid(), "admin_port": config.system.admin_port,
+            "log_dir": str(log_dir_for(config))}, ready_file)
+    _notify_systemd("READY=1")
+    while not stop["requested"] and _admin_alive():
+        if parent_pid is not None and os.getppid() != parent_pid:
+            break  # the embedding host died: take the system down with it
+        time.sleep(0.2)
+    _notify_systemd("STOPPING=1")
+    if _admin_alive():
+        stop_actor_system(asys, info.supervisor, drain_s=10.0)
+    return 0
+
+
+def _notify_systemd(state: str) -> None:
+    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET (Type=notify units)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(state.encode(), path)
+
+
+def failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, GrymError):
+        return {"ready": False, "error": {"code": exc.code.value, "message": exc.message}}
+    return {"ready": False, "error": {"code": ErrorCode.INIT_ERROR.value,
+                                      "message": f"{type(exc).__name__}: {exc}"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-json", required=True, help="file with the configuration as JSON")
+    parser.add_argument("--ready-file", default=None, help="write the ready line here")
+    parser.add_argument("--parent-pid", type=int, default=None, help="stop when this process dies")
+    parser.add_argument("--log-format", choices=("json", "console"), default="json")
+    args = parser.parse_args(argv)
+    try:
+        config = SystemConfig.from_dict(json.loads(Path(args.config_json).read_text()))
+    except (GrymError, ValueError, OSError) as exc:
+        report(failure(exc if isinstance(exc, GrymError) else ConfigError(str(exc))),
+               args.ready_file)
+        return 2
+    return serve(config, args.parent_pid, args.log_format, args.ready_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""The host API: embed the runtime in a Python process, or join a running one.
+
+    with ServiceSystem.start(config) as system:
+        service = system.get_service("echo")
+        result = service.execute_task(Task(id="t1", type="echo", data=b"hi"))
+
+Every call is bounded by a timeout and ends in a result or a typed exception
+(messages.errors). Task calls always return a TaskResult: a failed one carries
+its ErrorInfo (``result.unwrap()`` raises it). Calls are safe from many
+threads: each thread talks through its own private Thespian endpoint, since
+threads sharing one receive each other's replies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import structlog
+from thespian.actors import ActorSystem, PoisonMessage
+
+from messages.context import (
+    ContextAck, ContextFilter, ContextItem, ContextItemReply, ContextItems, ContextStats,
+    DeleteContext, GetContextForModel, GetContextStats, ModelContext, QueryContext,
+    RetrieveContext, StoreContext, UpdateContext,
+)
+from messages.errors import (
+    ConfigError, ErrorInfo, ExecutionError, GrymError, InitError, InvalidInput, ServiceUnavailable,
+    TaskTimeout,
+)
+from messages.service import ServiceStatus
+from messages.system import (
+    ErrorReply, ExecuteTask, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
+    HealthEvent, HealthReport, ListServices, MetricsReport, ServiceInfo, ServiceList,
+    ShutdownSystem, Subscribed, SubscribeHealth, SystemInfo, SystemStopped, UnsubscribeHealth,
+)
+from messages.task import Task, TaskResult
+
+from .config import SystemConfig, default_config
+from .launcher import SYSTEM_BASE, capabilities, port_in_use
+from .network import restrict_bind
+
+log = structlog.get_logger()
+DEFAULT_CALL_TIMEOUT_S = 10.0
+REPLY_MARGIN_S = 2.0  # past a task's own deadline, the router answers; this covers the hops
+
+
+class ServiceSystem:
+    """A handle on a running actor system. Use ``start`` or ``connect``."""
+
+    def __init__(self, asys: ActorSystem, info: SystemInfo, config: SystemConfig | None,
+                 launcher: subprocess.Popen | None, workdir: tempfile.TemporaryDirectory | None):
+        self._asys = asys
+        self._info = info
+        self._config = config
+        self._launcher = launcher
+        self._workdir = workdir
+        self._local = threading.local()
+        self._endpoints: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.default_task_timeout_s = (config.system.default_task_timeout_s if config else 30.0)
+        self.router = RouterHandle(self)
+        self.context = ContextHandle(self)
+        self.health = HealthMonitor(self)
+
+    # -- starting and joining -----------------------------------------------------
+    @classmethod
+    def start(cls, config: Mapping[str, Any] | None = None, *, timeout: float | None = None,
+              log_format: str = "json") -> "ServiceSystem":
+        """Start a new runtime (in clean child processes) and return a handle on it."""
+        raw = dict(config if config is not None else default_config())
+        parsed = SystemConfig.from_dict(raw)  # fail here, with the key, before starting anything
+        sys_cfg = parsed.system
+        if port_in_use(sys_cfg.bind_address, sys_cfg.admin_port):
+            raise ConfigError(f"system.admin_port: port {sys_cfg.admin_port} is already in use",
+                              {"key": "system.admin_port"})
+        workdir = tempfile.TemporaryDirectory(prefix="grym-launch-")
+        config_file = Path(workdir.name, "config.json")
+        ready_file = Path(workdir.name, "ready.json")
+        config_file.write_text(json.dumps(raw))
+        stdio = open(Path(workdir.name, "launcher.log"), "ab")
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
+             "--ready-file", str(ready_file), "--parent-pid", str(os.getpid()),
+             "--log-format", log_format],
+            stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, cwd=os.getcwd(),
+            env={**os.environ, "PYTHONPATH": _project_path()})
+        stdio.close()
+        deadline = time.monotonic() + (timeout or sys_cfg.start_timeout_s + 10)
+        status = _wait_ready(launcher, ready_file, deadline, workdir.name)
+        if not status.get("ready"):
+            launcher.wait(5)
+            workdir.cleanup()
+            error = status.get("error", {})
+            raise ErrorInfo(error.get("code", "INIT_ERROR"), error.get("message", "")).to_exception()
+        try:
+            return cls._join(parsed, launcher, workdir)
+        except BaseException:
+            _stop_launcher(launcher)
+            workdir.cleanup()
+            raise
+
+    @classmethod
+    def connect(cls, admin_port: int, *, address: str = "127.0.0.1",
+                timeout: float = DEFAULT_CALL_TIMEOUT_S) -> "ServiceSystem":
+        """Join a runtime that is already running (a daemon, or another host's)."""
+        if not port_in_use(address, admin_port):
+            raise ServiceUnavailable(f"nothing is listening on {address}:{admin_port}; "
+                                     "start the runtime first (run.py start)",
+                                     {"admin_port": admin_port})
+        config = SystemConfig.from_dict({"system": {"admin_port": admin_port,
+                                                    "bind_address": address}})
+        return cls._join(config, None, None, timeout=timeout, owned=False)
+
+    @classmethod
+    def _join(cls, config: SystemConfig, launcher, workdir, timeout: float = DEFAULT_CALL_TIMEOUT_S,
+              owned: bool = True) -> "ServiceSystem":
+        from .actor import GLOBAL_NAME, Supervisor
+
+        restrict_bind(config.system.bind_address)
+        asys = ActorSystem(SYSTEM_BASE, capabilities(config), transientUnique=True)
+        supervisor = asys.createActor(Supervisor, globalName=GLOBAL_NAME)
+        info = asys.ask(supervisor, GetSystemInfo(), timeout)
+        if not isinstance(info, SystemInfo):
+            raise ServiceUnavailable(f"the supervisor did not answer within {timeout:g} s")
+        system = cls(asys, info, config if owned else None, launcher, workdir)
+        system._owned = owned
+        return system
+
+    # -- calls --------------------------------------------------------------------
+    def _endpoint(self) -> Any:
+        endpoint = getattr(self._local, "endpoint", None)
+        if endpoint is None:
+            if self._closed:
+                raise ServiceUnavailable("this ServiceSystem handle is closed")
+            manager = self._asys.private()
+            endpoint = manager.__enter__()
+            with self._lock:
+                self._endpoints.append(manager)
+            self._local.endpoint = endpoint
+        return endpoint
+
+    def ask(self, address: Any, msg: Any, timeout: float) -> Any:
+        """Send ``msg`` and wait for its answer; typed errors for every failure."""
+        if address is None:
+            raise ServiceUnavailable(f"no actor to send {type(msg).__name__} to (it is restarting)")
+        try:
+            reply = self._endpoint().ask(address, msg, timeout)
+        except GrymError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. data that cannot be pickled
+            raise InvalidInput(f"could not send {type(msg).__name__}: {type(exc).__name__}: {exc}") \
+                from None
+        if reply is None:
+            raise TaskTimeout(f"no answer to {type(msg).__name__} within {timeout:g} s",
+                              {"timeout_s": timeout})
+        if isinstance(reply, ErrorReply):
+            raise reply.error.to_exception()
+        if isinstance(reply, PoisonMessage):
+            raise ExecutionError(f"{type(msg).__name__} could not be handled: {reply.details}")
+        return reply
+
+    def run_task(self, msg: Task | ExecuteTask, timeout: float | None) -> TaskResult:
+        task = msg if isinstance(msg, Task) else msg.task
+        wait = timeout or (task.timeout_s or self.default_task_timeout_s) + REPLY_MARGIN_S
+        try:
+            reply = self.ask(self._info.router, msg, wait)
+        except GrymError as exc:
+            return TaskResult.failure(task.id, exc.info())
+        if not isinstance(reply, TaskResult):
+            return TaskResult.failure(task.id, ExecutionError(
+                f"unexpected answer {type(reply).__name__}").info())
+        return reply
+
+    @property
+    def info(self) -> SystemInfo:
+        return self._info
+
+    def refresh(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> SystemInfo:
+        """Fetch where the router and context actors are now (they move when restarted)."""
+        self._info = self.ask(self._info.supervisor, GetSystemInfo(), timeout)
+        return self._info
+
+    def get_service(self, name: str, timeout: float = 60.0) -> "ServiceHandle":
+        """The service by name, initialized (a lazy service loads now)."""
+        info = self.ask(self._info.supervisor, GetService(name), timeout)
+        return ServiceHandle(self, info)
+
+    def services(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> list[ServiceInfo]:
+        return list(self.ask(self._info.supervisor, ListServices(), timeout).services)
+
+    def metrics(self, name: str | None = None, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> list:
+        report: MetricsReport = self.ask(self._info.supervisor, GetServiceMetrics(name), timeout)
+        return list(report.services)
+
+    # -- ending ----------------------------------------------------------------------
+    def shutdown(self, drain_s: float = 10.0) -> None:
+        """Stop the runtime: drain accepted tasks, release models, end every process."""
+        if self._closed:
+            return
+        self.health.stop()
+        try:
+            if getattr(self, "_owned", True):
+                try:
+                    self.ask(self._info.supervisor, ShutdownSystem(drain_s=drain_s), drain_s + 10)
+                except GrymError as exc:
+                    log.warning("graceful_shutdown_failed", error=str(exc))
+                self._asys.shutdown()
+        finally:
+            self._close_endpoints()
+            if self._launcher is not None:
+                _stop_launcher(self._launcher)
+            if self._workdir is not None:
+                self._workdir.cleanup()
+
+    def close(self) -> None:
+        """Leave a runtime joined with ``connect`` running; shut down one we started."""
+        if getattr(self, "_owned", True):
+            self.shutdown()
+        else:
+            self.health.stop()
+            self._close_endpoints()
+
+    def _close_endpoints(self) -> None:
+        self._closed = True
+        with self._lock:
+            managers, self._endpoints = self._endpoints, []
+        for manager in managers:
+            try:
+                manager.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+    def __enter__(self) -> "ServiceSystem":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class ServiceHandle:
+    """One named service: the seed's ModelService interface, from the host."""
+
+    def __init__(self, system: ServiceSystem, info: ServiceInfo):
+        self._system = system
+        self.name = info.name
+        self.kind = info.kind
+
+    def execute_task(self, task: Task, timeout: float | None = None) -> TaskResult:
+        return self._system.run_task(ExecuteTask(task, self.name), timeout)
+
+    def get_status(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ServiceStatus:
+        return self.info(timeout).status
+
+    def info(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ServiceInfo:
+        return self._system.ask(self._system.info.supervisor, GetService(self.name, initialize=False),
+                                timeout)
+
+    def is_initialized(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> bool:
+        return self.get_status(timeout) in (ServiceStatus.ONLINE, ServiceStatus.DEGRADED)
+
+    def initialize(self, timeout: float = 60.0) -> ServiceInfo:
+        return self._system.ask(self._system.info.supervisor, GetService(self.name), timeout)
+
+    def get_metrics(self, timeout: float = DEFAULT_CALL_TIMEOUT_S):
+        return self._system.metrics(self.name, timeout)[0]
+
+
+class RouterHandle:
+    def __init__(self, system: ServiceSystem):
+        self._system = system
+
+    def route_task(self, task: Task, timeout: float | None = None) -> TaskResult:
+        return self._system.run_task(task, timeout)
+
+
+class ContextHandle:
+    """The context repository, through the ContextActor that owns it."""
+
+    def __init__(self, system: ServiceSystem):
+        self._system = system
+
+    def _ask(self, msg: Any, timeout: float) -> Any:
+        return self._system.ask(self._system.info.context, msg, timeout)
+
+    def get_context_for_model(self, model_type: str, task_id: str | None = None,
+                              priority: int | str | None = None,
+                              filter: ContextFilter | None = None,
+                              timeout: float = DEFAULT_CALL_TIMEOUT_S) -> dict[str, Any]:
+        reply: ModelContext = self._ask(GetContextForModel(model_type, task_id, priority, filter),
+                                        timeout)
+        return dict(reply.data)
+
+    def store(self, item: ContextItem, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextAck:
+        return self._ask(StoreContext(item), timeout)
+
+    def retrieve(self, item_id: str, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextItem:
+        reply: ContextItemReply = self._ask(RetrieveContext(item_id), timeout)
+        return reply.item
+
+    def query(self, filter: ContextFilter | None = None,
+              timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextItems:
+        return self._ask(QueryContext(filter or ContextFilter()), timeout)
+
+    def update(self, item_id: str, changes: Mapping[str, Any], expected_version: int | None = None,
+               timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextAck:
+        return self._ask(UpdateContext(item_id, changes, expected_version), timeout)
+
+    def delete(self, item_id: str, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextAck:
+        return self._ask(DeleteContext(item_id), timeout)
+
+    def stats(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextStats:
+        return self._ask(GetContextStats(), timeout)
+
+
+class HealthMonitor:
+    """Health statuses on demand, and callbacks for health events as they happen.
+
+    ``on("service_unhealthy", callback)`` starts one listener thread with its
+    own endpoint; callbacks run on that thread, one event at a time.
+    """
+
+    def __init__(self, system: ServiceSystem):
+        self._system = system
+        self._callbacks: dict[str, list[Callable[[HealthEvent], Any]]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.last_seq = 0
+
+    def statuses(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> dict[str, ServiceStatus]:
+        report: HealthReport = self._system.ask(self._system.info.supervisor, GetHealth(), timeout)
+        return dict(report.statuses)
+
+    def events(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> list[HealthEvent]:
+        report: HealthReport = self._system.ask(self._system.info.supervisor, GetHealth(), timeout)
+        return list(report.events)
+
+    def on(self, event: str, callback: Callable[[HealthEvent], Any]) -> None:
+        from messages.system import HealthEventKind
+        kind = HealthEventKind(event).value  # ValueError names the unknown event
+        self._callbacks.setdefault(kind, []).append(callback)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._listen, name="grym-health", daemon=True)
+            self._thread.start()
+            if not self._ready.wait(DEFAULT_CALL_TIMEOUT_S):
+                raise TaskTimeout("the supervisor did not confirm the health subscription")
+
+    def _listen(self) -> None:
+        with self._system._asys.private() as endpoint:
+            supervisor = self._system.info.supervisor
+            reply = endpoint.ask(supervisor, SubscribeHealth(), DEFAULT_CALL_TIMEOUT_S)
+            if isinstance(reply, Subscribed):
+                self.last_seq = reply.last_seq
+                self._ready.set()
+            while not self._stop.is_set():
+                msg = endpoint.listen(0.2)
+                if isinstance(msg, HealthEvent) and msg.seq > self.last_seq:
+                    self.last_seq = msg.seq
+                    for callback in self._callbacks.get(msg.kind.value, []):
+                        try:
+                            callback(msg)
+                        except Exception:  # noqa: BLE001 - a host callback must not stop the listener
+                            log.exception("health_callback_failed", event=msg.kind.value)
+            try:
+                endpoint.tell(supervisor, UnsubscribeHealth())
+            except Exception:  # noqa: BLE001 - the system may already be gone
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+
+def _project_path() -> str:
+    """Make the launcher import this checkout even when it is not installed."""
+    root = str(Path(__file__).resolve().parent.parent)
+    existing = os.environ.get("PYTHONPATH")
+    return root if not existing else f"{root}{os.pathsep}{existing}"
+
+
+def _wait_ready(launcher: subprocess.Popen, ready_file: Path, deadline: float,
+                workdir: str) -> dict[str, Any]:
+    while time.monotonic() < deadline:
+        if ready_file.exists():
+            return json.loads(ready_file.read_text())
+        if launcher.poll() is not None:
+            tail = Path(workdir, "launcher.log").read_text(errors="replace")[-2000:]
+            return {"ready": False, "error": {"code": "INIT_ERROR",
+                                              "message": f"the launcher exited early: {tail}"}}
+        time.sleep(0.01)
+    _stop_launcher(launcher)
+    return {"ready": False, "error": {"code": "TIMEOUT", "message": "the runtime did not start in time"}}
+
+
+def _stop_launcher(launcher: subprocess.Popen) -> None:
+    if launcher.poll() is None:
+        launcher.terminate()
+        try:
+            launcher.wait(15)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            launcher.wait(5)
