@@ -10,6 +10,7 @@ receipt, since unpickling does not run their checks.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import structlog
@@ -18,6 +19,7 @@ from thespian.actors import (
 )
 
 from messages.base import Message
+from messages.service import Heartbeat, HeartbeatAck, ServiceStatus
 from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput
 from messages.system import ErrorReply
 from messages.task import Task, TaskResult
@@ -27,6 +29,7 @@ from supervisor import network  # noqa: F401 - loopback-only sockets in spawned 
 from . import logs  # noqa: F401 - configures structlog in spawned processes
 
 Handler = Callable[[Any, Any], Any]
+_COMMON_HANDLERS = {Heartbeat: "on_basic_heartbeat"}
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -78,10 +81,17 @@ class GrymActor:
 
     def _handler_for(self, msg: Any) -> Handler | None:
         for cls in type(msg).__mro__:
-            name = self.handlers.get(cls)
+            name = self.handlers.get(cls) or _COMMON_HANDLERS.get(cls)
             if name is not None:
                 return getattr(self, name)
         return None
+
+    def on_basic_heartbeat(self, msg: Heartbeat, sender: Any) -> None:
+        """Liveness for actors without a model: the pid lets the supervisor kill a hung one."""
+        self.send(sender, HeartbeatAck(
+            seq=msg.seq, name=type(self).__name__, generation=0, pid=os.getpid(),
+            status=ServiceStatus.ONLINE, queue_depth=0, busy_for_s=0.0, overdue_s=0.0,
+            rss_bytes=0, error_rate=0.0, recent_requests=0))
 
     def idle_result(self) -> Any:
         """What receiveMessage returns; the service actor returns a ThespianWatch."""

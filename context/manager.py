@@ -76,9 +76,10 @@ class ContextManager:
 
     def get_context_for_model(self, model_type: str, task_id: str | None = None,
                               priority: int | str | None = None,
-                              filter: ContextFilter | None = None) -> ModelContext:
+                              filter: ContextFilter | None = None, ref: Any = None) -> ModelContext:
         """The newest items (up to the filter's limit) the model's adapter reads,
         of ``task_id`` and at least ``priority`` if given, shaped by the adapter.
+        ``ref`` (the request's) is echoed in the reply.
 
         Unknown model types get a pass-through of every type.  Raises
         InvalidInput when stored values do not suit the model.
@@ -96,7 +97,7 @@ class ContextManager:
                 changes["min_priority"] = max(priority_value(priority, "priority"), f.min_priority or 0)
             items, _ = self._repository.query(dataclasses.replace(f, **changes))
             items.reverse()  # adapters merge oldest write first, so the newest wins
-        return ModelContext(model_type, adapter.adapt(items), tuple(item.id for item in items))
+        return ModelContext(model_type, adapter.adapt(items), tuple(item.id for item in items), ref=ref)
 
     def _adapter(self, model_type: str) -> ContextAdapter:
         if model_type not in self._adapters:

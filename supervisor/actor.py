@@ -66,7 +66,7 @@ class Supervisor(GrymActor, Actor):
         self.heartbeat_seq = itertools.count(1)
         self.events: deque[HealthEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self.event_seq = itertools.count(1)
-        self.subscribers: dict[Any, frozenset[E]] = {}
+        self.subscribers: list[tuple[Any, frozenset[E]]] = []  # addresses are unhashable
         self.metrics_requests: dict[int, dict[str, Any]] = {}
         self.metrics_ids = itertools.count(1)
         self.shutdown_waiter = None
@@ -253,13 +253,14 @@ class Supervisor(GrymActor, Actor):
         event = HealthEvent(seq=next(self.event_seq), kind=kind, service=child.name,
                             status=status or child.status, reason=reason, at=time.time())
         self.events.append(event)
-        self.log.info("health_event", event=kind.value, service=child.name, reason=reason)
-        for address, kinds in self.subscribers.items():
+        self.log.info("health_event", kind=kind.value, service=child.name, reason=reason)
+        for address, kinds in self.subscribers:
             if not kinds or kind in kinds:
                 self.send(address, event)
 
     def on_subscribe(self, msg: SubscribeHealth, sender: Any) -> None:
-        self.subscribers[sender] = frozenset(msg.kinds)
+        self._drop_subscriber(sender)
+        self.subscribers.append((sender, frozenset(msg.kinds)))
         last = self.events[-1].seq if self.events else 0
         self.send(sender, Subscribed(last_seq=last))
         if msg.since is not None:
@@ -268,8 +269,11 @@ class Supervisor(GrymActor, Actor):
                     self.send(sender, event)
 
     def on_unsubscribe(self, msg: UnsubscribeHealth, sender: Any) -> None:
-        self.subscribers.pop(sender, None)
+        self._drop_subscriber(sender)
         self.send(sender, Subscribed(last_seq=self.events[-1].seq if self.events else 0))
+
+    def _drop_subscriber(self, address: Any) -> None:
+        self.subscribers = [(a, k) for a, k in self.subscribers if a != address]
 
     def on_get_health(self, msg: GetHealth, sender: Any) -> None:
         self.send(sender, HealthReport(

@@ -57,7 +57,7 @@ def tone(seconds: float, rate: int = RATE, freq: float = 220.0, start: float = 0
 
 def pcm16_wav(samples: np.ndarray, rate: int = RATE) -> bytes:
     """WAV bytes through the stdlib writer; ``samples`` is (frames,) or (frames, channels)."""
-    frames = samples.reshape(samples.shape[0], -1)
+    frames = samples if samples.ndim == 2 else samples[:, None]
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as writer:
         writer.setnchannels(frames.shape[1])
