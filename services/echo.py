@@ -51,7 +51,7 @@ class EchoSettings:
 
 class EchoService(ModelService):
     kind = "echo"
-    task_types = frozenset({"echo"})
+    task_types: frozenset[str] = frozenset()  # echoes any task type routed to it
     Settings = EchoSettings
 
     def __init__(self, name: str, settings: EchoSettings):

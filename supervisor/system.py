@@ -147,12 +147,23 @@ class ServiceSystem:
             self._local.endpoint = endpoint
         return endpoint
 
-    def ask(self, address: Any, msg: Any, timeout: float) -> Any:
-        """Send ``msg`` and wait for its answer; typed errors for every failure."""
+    def ask(self, address: Any, msg: Any, timeout: float,
+            expect: Callable[[Any], bool] | None = None) -> Any:
+        """Send ``msg`` and wait for its answer; typed errors for every failure.
+
+        ``expect`` tells this call's answer from a late answer to an earlier
+        call that timed out on the same endpoint; anything else is dropped.
+        """
         if address is None:
             raise ServiceUnavailable(f"no actor to send {type(msg).__name__} to (it is restarting)")
+        endpoint = self._endpoint()
+        deadline = time.monotonic() + timeout
         try:
-            reply = self._endpoint().ask(address, msg, timeout)
+            reply = endpoint.ask(address, msg, timeout)
+            while reply is not None and expect is not None and not _is_error(reply) \
+                    and not expect(reply):
+                log.debug("stale_reply_dropped", reply=type(reply).__name__)
+                reply = endpoint.listen(max(0.0, deadline - time.monotonic()))
         except GrymError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. data that cannot be pickled
@@ -171,7 +182,11 @@ class ServiceSystem:
         task = msg if isinstance(msg, Task) else msg.task
         wait = timeout or (task.timeout_s or self.default_task_timeout_s) + REPLY_MARGIN_S
         try:
-            reply = self.ask(self._info.router, msg, wait)
+            reply = self.ask(self._info.router, msg, wait,
+                             expect=lambda r: isinstance(r, TaskResult) and r.task_id == task.id)
+        except TaskTimeout as exc:
+            self._refresh_quietly()  # the router may have been restarted elsewhere
+            return TaskResult.failure(task.id, exc.info())
         except GrymError as exc:
             return TaskResult.failure(task.id, exc.info())
         if not isinstance(reply, TaskResult):
@@ -187,6 +202,12 @@ class ServiceSystem:
         """Fetch where the router and context actors are now (they move when restarted)."""
         self._info = self.ask(self._info.supervisor, GetSystemInfo(), timeout)
         return self._info
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh(timeout=2.0)
+        except GrymError:
+            pass
 
     def get_service(self, name: str, timeout: float = 60.0) -> "ServiceHandle":
         """The service by name, initialized (a lazy service loads now)."""
@@ -378,6 +399,10 @@ class HealthMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
+
+
+def _is_error(reply: Any) -> bool:
+    return isinstance(reply, (ErrorReply, PoisonMessage))
 
 
 def _project_path() -> str:

@@ -42,7 +42,8 @@ def _transcription(outputs: FrameOutputs, loaded: LoadedModel) -> dict[str, Any]
 
 
 def _features(request: AudioRequest, outputs: FrameOutputs) -> dict[str, Any]:
-    """Mean over time of the last hidden state, plus the requested layers and frames."""
+    """Mean over time of the last hidden state (what the CTC head reads), plus the
+    requested layers (see ``requests`` for their numbering) and per-frame vectors."""
     result: dict[str, Any] = {"embedding": _mean_over_time(outputs.hidden),
                               "hidden_size": int(outputs.hidden.shape[1])}
     if request.layers:

@@ -9,6 +9,12 @@
      "layers": [0, 6, 12] or "all",    # features: also pool these hidden states
      "frame_features": False}          # features: also return per-frame vectors
 
+Layer indices follow the model's ``hidden_states``: 0 is the input to the
+first transformer layer, i the output of layer i, negative ones count from the
+end. (In stable-layer-norm models, e.g. the large ones, the encoder normalises
+the top layer once more before the CTC head; ``embedding`` and ``frames`` are
+taken after that norm, the top entry of ``layers`` before it.)
+
 Where the data says nothing, ``Task.context`` supplies ``sample_rate`` and
 ``downmix``; a raw array with no rate anywhere is taken as 16 kHz, the rate
 every public wav2vec2 checkpoint expects. Unknown keys are refused, so a typo

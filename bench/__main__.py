@@ -1,0 +1,20 @@
+"""python -m bench [suite ...] [--quick]: run benchmarks, print p50/p99 beside the floor."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUITES = ("runtime",)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("suites", nargs="*", choices=SUITES + ((),), default=list(SUITES))
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args()
+    for suite in args.suites or SUITES:
+        importlib.import_module(f"bench.{suite}").run(quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()

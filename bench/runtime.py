@@ -1,0 +1,96 @@
+"""Routing overhead with the echo service, and recovery after kill -9.
+
+Run: python -m bench runtime [--quick]
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from messages import Task
+from supervisor import ServiceSystem
+
+from .floor import floor_actors
+from .stats import print_table, summarize, time_calls, write_results
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def config() -> dict[str, Any]:
+    return {
+        "system": {"admin_port": free_port()},
+        "services": {
+            "echo": {"kind": "echo", "eager": True, "max_queue": 1024},
+            "echo_plain": {"kind": "echo", "eager": True, "max_queue": 1024,
+                           "fetch_context": False},
+        },
+        "routes": {"echo": "echo", "echo-plain": "echo_plain"},
+    }
+
+
+def measure_latency(system: ServiceSystem, n: int) -> dict[str, dict[str, float]]:
+    endpoint = system._endpoint()
+    ping, forward = floor_actors(system._asys)
+    payload = {"text": "x" * 64}
+    service = system.get_service("echo_plain")
+    calls = {
+        "thespian ask (floor)": lambda i: endpoint.ask(ping, payload, 5),
+        "thespian two-hop chain (floor)": lambda i: endpoint.ask(forward, payload, 5),
+        "route_task echo, no context fetch": lambda i: system.router.route_task(
+            Task(id=f"p{i}", type="echo-plain", data=payload)).unwrap(),
+        "route_task echo, with context fetch": lambda i: system.router.route_task(
+            Task(id=f"c{i}", type="echo", data=payload)).unwrap(),
+        "execute_task echo (service handle)": lambda i: service.execute_task(
+            Task(id=f"d{i}", type="echo", data=payload)).unwrap(),
+    }
+    # Two interleaved rounds, so drift on a noisy machine hits every figure alike.
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in calls}
+    for _ in range(2):
+        for name, call in calls.items():
+            samples[name].append(time_calls(call, n // 2, warmup=30))
+    return {name: _merge(rounds) for name, rounds in samples.items()}
+
+
+def _merge(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: sum(r[key] for r in rounds) / len(rounds) for key in rounds[0]}
+
+
+def measure_recovery(system: ServiceSystem, reps: int) -> dict[str, float]:
+    """Time from kill -9 of the echo service's process to its next successful task."""
+    samples = []
+    for rep in range(reps):
+        pid = next(s.pid for s in system.services() if s.name == "echo_plain")
+        os.kill(pid, signal.SIGKILL)
+        killed = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            result = system.router.route_task(Task(id=f"k{rep}-{attempt}", type="echo-plain", data=1))
+            if result.ok:
+                break
+            time.sleep(0.0005)
+        samples.append((time.perf_counter() - killed) * 1000)
+        time.sleep(0.3)  # let heartbeats settle before the next kill
+    return summarize(samples)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    n = 400 if quick else 2000
+    with ServiceSystem.start(config()) as system:
+        latency = measure_latency(system, n)
+        # Restart limit: 5 within 30 s by default; stay under it.
+        recovery = measure_recovery(system, reps=3 if quick else 4)
+    print_table("Runtime: echo round trips from a host thread", latency,
+                floor="thespian ask (floor)")
+    print_table("Runtime: kill -9 of a service to its next successful task",
+                {"kill -9 -> next success": recovery})
+    path = write_results("runtime", {"latency": latency, "recovery": recovery})
+    print(f"\nresults: {path}")
+    return {"latency": latency, "recovery": recovery}
