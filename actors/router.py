@@ -23,6 +23,7 @@ from messages.task import Task, TaskResult
 
 from .base import GrymActor
 from .history import task_history_content
+from .router_metrics import GetRouterMetrics, RouterMetrics
 from .routing import Pending, PendingTasks, RouteTable
 
 CONTEXT_FETCH_TIMEOUT_S = 0.5  # past this a task runs without context rather than wait
@@ -33,7 +34,7 @@ class TaskRouter(GrymActor, Actor):
         RouterSetup: "on_setup", ServiceDirectoryUpdate: "on_directory", Task: "on_task",
         ExecuteTask: "on_execute", ServiceTaskDone: "on_done", ModelContext: "on_context",
         ErrorReply: "on_error_reply", WakeupMessage: "on_wakeup", Drain: "on_drain",
-        GetRoutes: "on_get_routes",
+        GetRoutes: "on_get_routes", GetRouterMetrics: "on_get_metrics",
     }
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -47,6 +48,7 @@ class TaskRouter(GrymActor, Actor):
         self.timer_at: float | None = None
         self.drain_waiter = None
         self.late_results = 0
+        self.metrics = RouterMetrics()
 
     # -- set-up from the supervisor -----------------------------------------------
     def on_setup(self, msg: RouterSetup, sender: Any) -> None:
@@ -71,14 +73,28 @@ class TaskRouter(GrymActor, Actor):
 
     # -- tasks ------------------------------------------------------------------------
     def on_task(self, task: Task, sender: Any) -> None:
-        self._accept(task, sender, self.table.service_for(task.type), direct=False)
+        try:
+            service = self.table.service_for(task.type)
+        except GrymError as exc:
+            self.metrics.record_refusal("none", "unrouted", exc.code.value)
+            raise
+        self._accept(task, sender, service, direct=False)
 
     def on_execute(self, msg: ExecuteTask, sender: Any) -> None:
         self._accept(msg.task, sender, msg.service, direct=True)
 
+    def on_get_metrics(self, msg: GetRouterMetrics, sender: Any) -> None:
+        in_flight = {name: e.in_flight for name, e in self.table.services.items()}
+        self.send(sender, self.metrics.snapshot(in_flight, self.late_results))
+
     def _accept(self, task: Task, caller: Any, service: str, direct: bool) -> None:
         now = time.monotonic()
-        entry = self.table.admit(service)  # raises the typed refusal
+        try:
+            entry = self.table.admit(service)
+        except GrymError as exc:  # answered by the base class as a failed TaskResult
+            self.metrics.record_refusal(service if service in self.table.services else "none",
+                                        self._type_label(task.type), exc.code.value)
+            raise
         entry.in_flight += 1
         timeout = task.timeout_s or entry.task_timeout_s or self.default_timeout_s
         p = Pending(next(self.ids), task, caller, service, now, now + timeout,
@@ -145,6 +161,7 @@ class TaskRouter(GrymActor, Actor):
     def _finish(self, p: Pending, result: TaskResult) -> None:
         """Answer the caller once and forget the task."""
         self.pending.pop(p.request_id)
+        self.metrics.record(p.service, self._type_label(p.task.type), result)
         entry = self.table.services.get(p.service)
         if entry is not None and entry.generation == p.generation and entry.in_flight > 0:
             entry.in_flight -= 1
@@ -153,6 +170,9 @@ class TaskRouter(GrymActor, Actor):
                        status=result.status.value, total_ms=round(result.metrics.total_ms, 3))
         if self.drain_waiter is not None and not self.pending:
             self._drain_done(0)
+
+    def _type_label(self, task_type: str) -> str:
+        return task_type if task_type in self.table.routes else "direct"
 
     # -- deadlines and draining ----------------------------------------------------------
     def _arm_timer(self, at: float, now: float) -> None:

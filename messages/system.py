@@ -57,6 +57,7 @@ class SystemInfo(Message):
     services: tuple[ServiceInfo, ...]
     routes: Mapping[str, str] = field(default_factory=dict)
     shutting_down: bool = False
+    core: tuple[ServiceInfo, ...] = ()  # the router and the context actor
 
 
 @dataclass(frozen=True)

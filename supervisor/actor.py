@@ -318,7 +318,8 @@ class Supervisor(GrymActor, Actor):
             supervisor=self.myAddress, router=self.children["router"].address,
             context=self.children["context"].address,
             services=tuple(c.info() for c in self._services()),
-            routes=dict(self.config.routes), shutting_down=self.shutting_down)
+            routes=dict(self.config.routes), shutting_down=self.shutting_down,
+            core=tuple(c.info() for c in self.children.values() if c.role != "service"))
 
     # -- metrics --------------------------------------------------------------------------
     def on_get_metrics(self, msg: GetServiceMetrics, sender: Any) -> None:

@@ -309,7 +309,15 @@ class ContextHandle:
         self._system = system
 
     def _ask(self, msg: Any, timeout: float) -> Any:
-        return self._system.ask(self._system.info.context, msg, timeout)
+        address = self._system.info.context
+        try:
+            return self._system.ask(address, msg, timeout)
+        except TaskTimeout:
+            # A restarted context actor has a new address. A request sent to the
+            # dead one was never handled, so it is safe to send it once more.
+            if self._system.refresh(timeout).context == address:
+                raise
+            return self._system.ask(self._system.info.context, msg, timeout)
 
     def get_context_for_model(self, model_type: str, task_id: str | None = None,
                               priority: int | str | None = None,

@@ -75,6 +75,10 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(source: str, device: torch.device, local_files_only: bool) -> LoadedModel:
     """Load the CTC model and its processor through ``from_pretrained``."""
+    if _looks_like_path(source) and not Path(source).expanduser().is_dir():
+        # from_pretrained would call a missing folder an invalid hub id
+        raise FileNotFoundError(f"there is no checkpoint folder at {source}")
+    source = str(Path(source).expanduser()) if _looks_like_path(source) else source
     model = Wav2Vec2ForCTC.from_pretrained(source, local_files_only=local_files_only)
     processor = Wav2Vec2Processor.from_pretrained(source, local_files_only=local_files_only)
     model = model.to(device).eval()
@@ -88,9 +92,14 @@ def load_model(source: str, device: torch.device, local_files_only: bool) -> Loa
         pads_with_mask=config.feat_extract_norm == "layer")
 
 
+def _looks_like_path(source: str) -> bool:
+    """Hub ids are 'name' or 'owner/name'; anything else is meant as a folder."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).is_dir()
+
+
 def checkpoint_weight_bytes(source: str) -> int:
     """Size of the weight files of a local checkpoint folder; 0 for a hub id."""
-    folder = Path(source)
+    folder = Path(source).expanduser()
     if not folder.is_dir():
         return 0
     return sum(f.stat().st_size for f in folder.iterdir() if f.name.endswith(WEIGHT_SUFFIXES))
@@ -112,7 +121,11 @@ def frame_count(num_samples: int, window: int, hop: int) -> int:
 
 def run_batch(loaded: LoadedModel, waveforms: Sequence[np.ndarray],
               all_layers: bool = False) -> list[FrameOutputs]:
-    """One padded forward pass for the clips (mono, model rate); outputs in input order."""
+    """Model outputs for clips (mono, at the model rate), in input order.
+
+    One padded pass for all clips, or for group-norm encoders one unpadded
+    pass per clip length (see the module docstring).
+    """
     if loaded.pads_with_mask:
         groups = [list(range(len(waveforms)))]
     else:
@@ -122,7 +135,8 @@ def run_batch(loaded: LoadedModel, waveforms: Sequence[np.ndarray],
         groups = list(by_length.values())
     outputs: list[FrameOutputs | None] = [None] * len(waveforms)
     for group in groups:
-        for index, output in zip(group, _forward(loaded, [waveforms[i] for i in group], all_layers)):
+        group_outputs = _forward(loaded, [waveforms[i] for i in group], all_layers)
+        for index, output in zip(group, group_outputs):
             outputs[index] = output
     return outputs  # type: ignore[return-value]  # every index was filled
 

@@ -85,7 +85,7 @@ class Wav2Vec2Service(ModelService):
         self._loaded = loaded
         self._rules = RequestRules(max_seconds=settings.max_audio_seconds,
                                    min_seconds=loaded.min_seconds, num_layers=loaded.num_layers)
-        self._random_weights = (Path(settings.model) / RANDOM_WEIGHTS_MARKER).is_file()
+        self._random_weights = (Path(loaded.source) / RANDOM_WEIGHTS_MARKER).is_file()
         self._initialized = True
 
     def shutdown(self) -> None:

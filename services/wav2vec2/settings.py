@@ -43,8 +43,9 @@ class Wav2Vec2Settings:
         check(isinstance(self.device, str)
               and (self.device in DEVICES or bool(_CUDA_INDEX.match(self.device))), "device",
               f"must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
-        check(self.torch_threads is None or (_is_int(self.torch_threads) and self.torch_threads >= 1),
-              "torch_threads", f"must be an integer >= 1 or unset, got {self.torch_threads!r}")
+        threads = self.torch_threads
+        check(threads is None or (_is_int(threads) and threads >= 1), "torch_threads",
+              f"must be an integer >= 1 or unset, got {threads!r}")
         check(is_number(self.max_audio_seconds) and self.max_audio_seconds > 0, "max_audio_seconds",
               f"must be a positive number of seconds, got {self.max_audio_seconds!r}")
         if self.max_memory is not None:

@@ -289,8 +289,10 @@ def test_rss_over_max_memory_after_a_batch_is_reported(tiny_checkpoint, monkeypa
 
 
 def test_a_missing_model_is_an_init_error(tmp_path):
-    with pytest.raises(InitError, match="cannot load wav2vec2 model"):
+    with pytest.raises(InitError, match="cannot load wav2vec2 model .* no checkpoint folder at"):
         start_service(tmp_path / "nowhere")
+    with pytest.raises(InitError, match="no file named model.safetensors"):
+        start_service(tmp_path)  # a folder, but no checkpoint in it
 
 
 def test_cuda_without_a_gpu_is_an_init_error(tiny_checkpoint):

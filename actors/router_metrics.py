@@ -1,0 +1,69 @@
+"""Request counts and stage latency histograms the router keeps, as plain data.
+
+The daemon's Prometheus exporter asks the router for a snapshot and exposes
+it; nothing here knows about HTTP. Labels stay bounded: a task type that has
+no route is counted as "unrouted", never under the caller's string.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+
+from messages.base import Message
+from messages.task import TaskResult
+
+# Seconds; from a tenth of a millisecond (a message hop) to ten seconds (a long model call).
+BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+             0.5, 1.0, 2.5, 5.0, 10.0)
+STAGES = ("total", "queue", "compute", "routing", "context")
+
+
+@dataclass
+class Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_S) + 1))
+    sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS_S, seconds)] += 1
+        self.sum += seconds
+
+
+@dataclass(frozen=True)
+class GetRouterMetrics(Message):
+    pass
+
+
+@dataclass(frozen=True)
+class RouterMetricsReport(Message):
+    requests: dict[tuple[str, str, str], int]           # (service, task type, outcome) -> n
+    stages: dict[tuple[str, str], tuple[list[int], float]]  # (service, stage) -> (counts, sum)
+    in_flight: dict[str, int]
+    late_results: int
+    buckets_s: tuple[float, ...] = BUCKETS_S
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.stages: dict[tuple[str, str], Histogram] = {}
+
+    def record(self, service: str, task_type: str, result: TaskResult) -> None:
+        outcome = "ok" if result.ok else result.error.code.value.lower()
+        self.requests[(service, task_type, outcome)] += 1
+        if not result.ok:
+            return
+        m = result.metrics
+        for stage, ms in (("total", m.total_ms), ("queue", m.queue_ms),
+                          ("compute", m.execution_ms), ("routing", m.routing_ms),
+                          ("context", m.context_fetch_ms)):
+            self.stages.setdefault((service, stage), Histogram()).observe(ms / 1000)
+
+    def record_refusal(self, service: str, task_type: str, code: str) -> None:
+        self.requests[(service, task_type, code.lower())] += 1
+
+    def snapshot(self, in_flight: dict[str, int], late_results: int) -> RouterMetricsReport:
+        return RouterMetricsReport(
+            requests=dict(self.requests),
+            stages={key: (list(h.counts), h.sum) for key, h in self.stages.items()},
+            in_flight=in_flight, late_results=late_results)

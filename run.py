@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""grym-synth runtime: one entry point for the demo, the daemon and its tools.
+
+    python run.py demo                      run tasks through the runtime on the embedded default
+    python run.py make-model PATH --size tiny|base
+    python run.py start|serve|stop|status|submit|context|logs|check-config ...  (the daemon CLI)
+"""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else "--help"
+    if command == "demo":
+        from supervisor.demo import main as demo
+        return demo(argv[1:])
+    if command == "make-model":
+        from services.wav2vec2.checkpoint import main as make_model
+        return make_model(argv[1:])
+    from supervisor.cli import main as cli
+    return cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
