@@ -209,7 +209,7 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)  # an odd rate pair (44099 Hz) makes a ~11 MB table
 def _polyphase_table(up: int, down: int, zero_crossings: int = 16,
                      rolloff: float = 0.95, beta: float = 8.6) -> tuple[np.ndarray, int]:
     """Filter taps split by phase: ``table[p, j] = h[p + j * up]``, and the filter's half length."""

@@ -75,10 +75,11 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(source: str, device: torch.device, local_files_only: bool) -> LoadedModel:
     """Load the CTC model and its processor through ``from_pretrained``."""
-    if _looks_like_path(source) and not Path(source).expanduser().is_dir():
-        # from_pretrained would call a missing folder an invalid hub id
-        raise FileNotFoundError(f"there is no checkpoint folder at {source}")
-    source = str(Path(source).expanduser()) if _looks_like_path(source) else source
+    if _looks_like_path(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():  # from_pretrained would call it an invalid hub id
+            raise FileNotFoundError(f"there is no checkpoint folder at {source}")
+        source = str(folder)
     model = Wav2Vec2ForCTC.from_pretrained(source, local_files_only=local_files_only)
     processor = Wav2Vec2Processor.from_pretrained(source, local_files_only=local_files_only)
     model = model.to(device).eval()

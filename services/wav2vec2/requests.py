@@ -83,6 +83,7 @@ def parse_request(task: Task, rules: RequestRules) -> AudioRequest:
     if data.get("sample_rate") is not None and actual_rate != rate:
         raise InvalidInput(f"sample_rate says {rate} Hz but the WAV header says {actual_rate} Hz; "
                            "leave sample_rate out when sending WAV bytes", {"key": "sample_rate"})
+    _check_rate(actual_rate, "the WAV header's sample rate")
     return AudioRequest(analysis, samples, actual_rate, layers, frame_features)
 
 
@@ -139,15 +140,18 @@ def _layer_indices(layers: Any, num_layers: int) -> tuple[int, ...]:
 def _sample_rate(data: Mapping[str, Any], context: Mapping[str, Any]) -> int:
     for source, where in ((data, "sample_rate"), (context, "context sample_rate")):
         rate = source.get("sample_rate")
-        if rate is None:
-            continue
-        low, high = SAMPLE_RATE_RANGE
-        if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) \
-                or not low <= rate <= high:
-            raise InvalidInput(f"{where} must be a whole number of Hz from {low} to {high}, "
-                               f"got {rate!r:.40}", {"key": "sample_rate"})
-        return int(rate)
+        if rate is not None:
+            return _check_rate(rate, where)
     return DEFAULT_SAMPLE_RATE
+
+
+def _check_rate(rate: Any, where: str) -> int:
+    low, high = SAMPLE_RATE_RANGE
+    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) \
+            or not low <= rate <= high:
+        raise InvalidInput(f"{where} must be a whole number of Hz from {low} to {high}, "
+                           f"got {rate!r:.40}", {"key": "sample_rate"})
+    return int(rate)
 
 
 def _flag(data: Mapping[str, Any], context: Mapping[str, Any], key: str) -> bool:

@@ -45,7 +45,9 @@ class Wav2Vec2Service(ModelService):
     task_types = frozenset({"speech-to-text", "audio-feature-extraction",
                             "audio_process", "audio_analyze"})
     Settings = Wav2Vec2Settings
-    preload_modules = ("torch", "transformers")
+    # ``import transformers`` alone is lazy: naming this module also imports the
+    # wav2vec2 classes (~2 s), so forked services start warm. Nothing here runs torch.
+    preload_modules = ("torch", "transformers", "services.wav2vec2.service")
 
     def __init__(self, name: str, settings: Wav2Vec2Settings):
         super().__init__(name, settings)
@@ -99,10 +101,6 @@ class Wav2Vec2Service(ModelService):
         self._initialized = False
 
     # -- work ----------------------------------------------------------------------
-    def check_task(self, task: Task) -> None:
-        super().check_task(task)
-        parse_request(task, self._require_rules())
-
     def execute(self, task: Task) -> Any:
         outcome = self.execute_batch([task])[0]
         if isinstance(outcome, Exception):
@@ -123,6 +121,9 @@ class Wav2Vec2Service(ModelService):
                 ready.append((index, request, waveform))
             except GrymError as exc:
                 outcomes[index] = exc
+            except Exception as exc:  # a bug in reading this task must not sink the batch
+                outcomes[index] = ExecutionError(f"reading the task failed: "
+                                                 f"{type(exc).__name__}: {exc}")
         if ready:
             self._run(loaded, ready, outcomes)
         self._last_rss = process_rss_bytes()
@@ -168,11 +169,6 @@ class Wav2Vec2Service(ModelService):
                 facts["max_memory_bytes"] = limit
                 facts["memory_ok"] = self._last_rss <= limit
         return facts
-
-    def _require_rules(self) -> RequestRules:
-        if self._rules is None:
-            raise ServiceUnavailable(f"service {self.name!r} is not initialized")
-        return self._rules
 
 
 def _check_memory(rss: int, limit: int, what: str) -> None:

@@ -100,5 +100,10 @@ def test_wav_header_rate_wins_over_context_but_must_agree_with_the_data():
         parse(data={"audio": wav, "sample_rate": 16_000})
 
 
+def test_a_wav_header_rate_outside_the_audio_range_is_refused():
+    with pytest.raises(InvalidInput, match="the WAV header's sample rate must be .* got 100"):
+        parse(data=pcm16_wav(np.zeros(100), 100))
+
+
 def test_duration_is_that_of_the_audio_as_sent():
     assert parse(data={"audio": tone(1.5, rate=44_100), "sample_rate": 44_100}).duration_s == 1.5

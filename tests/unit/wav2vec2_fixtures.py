@@ -32,8 +32,9 @@ def group_norm_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_service(checkpoint: Path, **settings: object) -> Wav2Vec2Service:
+    # One torch thread: on a shared 2-core machine, two spinning threads ran 20x slower.
     service = Wav2Vec2Service("wav2vec2-test", Wav2Vec2Settings(
-        model=str(checkpoint), local_files_only=True, torch_threads=2, **settings))
+        model=str(checkpoint), local_files_only=True, torch_threads=1, **settings))
     service.initialize()
     return service
 

@@ -1,0 +1,112 @@
+"""The wav2vec2 service under the supervisor, on the tiny random-weight checkpoint."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from messages import ErrorCode, Task
+from messages.context import ContextItem
+from messages.service import ServiceStatus
+from services.wav2vec2.checkpoint import make_checkpoint
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(make_checkpoint(tmp_path_factory.mktemp("w2v") / "tiny", "tiny"))
+
+
+def w2v(model, **settings):
+    return {"kind": "wav2vec2", "model": model, "local_files_only": True, "torch_threads": 1,
+            **settings}
+
+
+def tone(seconds=1.0, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_every_task_type_through_the_router(start_system, tiny):
+    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+    system.context.store(ContextItem(type="audio_parameters", source="host",
+                                     content={"sample_rate": 8000}))
+    audio_8k = tone(1.0, 8000)  # its rate comes from the context
+    cases = {
+        ("speech-to-text", None): "transcription",
+        ("audio-feature-extraction", None): "features",
+        ("audio_process", None): "transcription",
+        ("audio_analyze", "patterns"): "patterns",
+        ("audio_analyze", "features"): "features",
+    }
+    for (task_type, analysis), expected in cases.items():
+        data = {"audio": audio_8k} if analysis is None else {"audio": audio_8k,
+                                                              "analysis_type": analysis}
+        result = system.router.route_task(Task(id=f"{task_type}-{analysis}", type=task_type,
+                                               data=data))
+        assert result.ok, result.error
+        assert result.data["analysis_type"] == expected
+        assert result.data["duration_s"] == pytest.approx(1.0)
+        assert 0 < result.metrics.execution_ms < result.metrics.total_ms
+
+
+def test_bad_audio_gets_invalid_input_and_the_service_lives(start_system, tiny):
+    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+    for data in (np.zeros(0, np.float32), np.full(16000, np.nan, np.float32), b"not a wav",
+                 np.stack([tone(), tone()])):
+        result = system.router.route_task(Task(id="bad", type="speech-to-text", data=data))
+        assert result.error.code is ErrorCode.INVALID_INPUT
+    assert system.router.route_task(Task(id="good", type="speech-to-text", data=tone())).ok
+    assert system.services()[0].restarts == 0
+
+
+def test_concurrent_callers_are_batched(start_system, tiny):
+    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True, max_batch_size=8,
+                                                        max_batch_delay_ms=50)}})
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(system.router.route_task(
+        Task(id=f"c{i}", type="speech-to-text", data=tone())))) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.ok for r in results)
+    assert max(r.metrics.batch_size for r in results) > 1
+    texts = {r.data["text"] for r in results}
+    assert len(texts) == 1  # the same audio gives the same text, batched or not
+
+
+def test_crash_during_a_batch_fails_every_task_of_it_then_recovers(start_system, tiny):
+    # A long batch delay holds the tasks in the service while its process is killed.
+    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True, max_batch_size=8,
+                                                        max_batch_delay_ms=2000)}})
+    pid = system.services()[0].pid
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(system.router.route_task(
+        Task(id=f"b{i}", type="speech-to-text", data=tone(), timeout_s=30)))) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - started < 5
+    assert [r.error.code for r in results] == [ErrorCode.EXECUTION_ERROR] * 4
+    wait_until(lambda: system.services()[0].status is ServiceStatus.ONLINE, timeout=20)
+    assert system.services()[0].pid != pid
+
+
+def test_memory_limit_refuses_to_load_and_the_service_fails(start_system, tiny):
+    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True, max_memory="1MB",
+                                                        max_restarts=1, backoff_initial_s=0.01)}})
+    wait_until(lambda: system.services()[0].status is ServiceStatus.FAILED, timeout=30)
+    assert "max_memory" in system.services()[0].last_error
+    result = system.router.route_task(Task(id="t", type="speech-to-text", data=tone()))
+    assert result.error.code is ErrorCode.SERVICE_UNAVAILABLE
