@@ -319,7 +319,7 @@ class Repository:
         record = self._records.get(item_id)
         if record is None or record.priority >= CRITICAL:
             return None
-        return record.priority, record.expires_at, 0
+        return record.priority, record.expires_at, record.last_used
 
     def _load(self) -> None:
         """Rebuild memory from the backend; what expired meanwhile is dropped."""
