@@ -54,8 +54,9 @@ class HealthTracker:
         if ack is not None and ack.overdue_s > s.hang_grace_s:
             return HealthVerdict(UNHEALTHY, True,
                                  f"hung: a task is {ack.overdue_s:.2f} s past its deadline")
-        if missed >= 1:
-            return HealthVerdict(DEGRADED, False, f"missed {missed} heartbeat(s)")
+        # One late answer is noise (a busy moment); half the limit is a trend.
+        if missed >= max(1, s.missed_heartbeats // 2):
+            return HealthVerdict(DEGRADED, False, f"missed {missed} heartbeats")
         if ack is None:
             return HealthVerdict(ONLINE, False, "no heartbeat answered yet")
         if ack.recent_requests >= s.degrade_min_requests and ack.error_rate >= s.degrade_error_rate:
