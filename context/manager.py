@@ -78,7 +78,8 @@ class ContextManager:
                               priority: int | str | None = None,
                               filter: ContextFilter | None = None, ref: Any = None) -> ModelContext:
         """The newest items (up to the filter's limit) the model's adapter reads,
-        of ``task_id`` and at least ``priority`` if given, shaped by the adapter.
+        at least ``priority`` if given, shaped by the adapter. With ``task_id``:
+        that task's items and the items tied to no task, the task's winning.
         ``ref`` (the request's) is echoed in the reply.
 
         Unknown model types get a pass-through of every type.  Raises
@@ -91,11 +92,18 @@ class ContextManager:
         items: list[ContextItem] = []
         if types is None or types:
             changes: dict[str, Any] = {"types": types, "order": "newest", "offset": 0}
-            if task_id is not None:
-                changes["task_id"] = task_id
             if priority is not None:
                 changes["min_priority"] = max(priority_value(priority, "priority"), f.min_priority or 0)
-            items, _ = self._repository.query(dataclasses.replace(f, **changes))
+            wanted = dataclasses.replace(f, **changes)
+            if task_id is None:
+                items, _ = self._repository.query(wanted)
+            else:
+                # The task's own items, and the shared ones (tied to no task, such
+                # as a host's audio parameters); the task's own win where both
+                # set a value, since they are merged last.
+                own, _ = self._repository.query(dataclasses.replace(wanted, task_id=task_id))
+                shared, _ = self._repository.query(wanted)
+                items = own + [item for item in shared if item.task_id is None]
             items.reverse()  # adapters merge oldest write first, so the newest wins
         return ModelContext(model_type, adapter.adapt(items), tuple(item.id for item in items), ref=ref)
 
