@@ -176,12 +176,16 @@ class TaskRouter(GrymActor, Actor):
 
     # -- deadlines and draining ----------------------------------------------------------
     def _arm_timer(self, at: float, now: float) -> None:
+        # Thespian timers cannot be cancelled: each carries the time it was set
+        # for, and only the one that matches timer_at is acted on.
         if self.timer_at is None or at < self.timer_at:
             self.timer_at = at
-            self.wakeupAfter(max(0.0, at - now), payload=("deadline",))
+            self.wakeupAfter(max(0.0, at - now), payload=("deadline", at))
 
     def on_wakeup(self, msg: WakeupMessage, sender: Any) -> None:
         now = time.monotonic()
+        if msg.payload != ("deadline", self.timer_at) and msg.payload != ("drain",):
+            return  # superseded by an earlier timer
         if msg.payload == ("drain",):
             if self.drain_waiter is not None:
                 expired = list(self.pending)

@@ -15,7 +15,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     merged = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
-            merged[key] = None
+            merged.pop(key, None)
         else:
             merged[key] = merge_patch(merged.get(key), value)
     return merged

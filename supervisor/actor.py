@@ -121,7 +121,9 @@ class Supervisor(GrymActor, Actor):
             self.send(child.address, ConfigureService(
                 name=spec.name, kind=spec.kind, settings=spec.settings, max_queue=spec.max_queue,
                 max_batch_size=spec.max_batch_size, max_batch_delay_ms=spec.max_batch_delay_ms,
-                generation=child.generation, eager=spec.eager or child.was_initialized))
+                generation=child.generation,
+                # Load at once if it was loaded before, or a caller is waiting for it.
+                eager=spec.eager or child.was_initialized or bool(child.waiters)))
             self._publish(child)
         elif child.role == "context":
             self.send(child.address, ContextSetup(settings=dict(self.config.context)))
