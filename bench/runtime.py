@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -83,15 +84,71 @@ def measure_recovery(system: ServiceSystem, reps: int) -> dict[str, float]:
     return summarize(samples)
 
 
+def measure_throughput(system: ServiceSystem, callers: int, per_caller: int) -> dict[str, float]:
+    """route_task with echo from ``callers`` host threads at once."""
+    samples: list[float] = []
+    lock = threading.Lock()
+
+    def caller(n: int) -> None:
+        mine = []
+        for i in range(per_caller):
+            t0 = time.perf_counter()
+            system.router.route_task(Task(id=f"t{n}-{i}", type="echo-plain", data=i)).unwrap()
+            mine.append((time.perf_counter() - t0) * 1000)
+        with lock:
+            samples.extend(mine)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return summarize(samples, time.perf_counter() - started)
+
+
+def measure_cold_start(reps: int) -> dict[str, float]:
+    """From ServiceSystem.start() to ready (a fresh interpreter, admin, supervisor, echo)."""
+    samples = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        system = ServiceSystem.start({"system": {"admin_port": free_port()},
+                                      "services": {"echo": {"kind": "echo", "eager": True}}})
+        samples.append((time.perf_counter() - started) * 1000)
+        system.shutdown()
+    return summarize(samples)
+
+
+def measure_lazy_init(system: ServiceSystem, reps: int) -> dict[str, float]:
+    """get_service on a lazy echo: Initialize message, load, status back."""
+    samples = []
+    for i in range(reps):
+        name = f"lazy{i}"
+        started = time.perf_counter()
+        system.get_service(name)
+        samples.append((time.perf_counter() - started) * 1000)
+    return summarize(samples)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     n = 400 if quick else 2000
-    with ServiceSystem.start(config()) as system:
+    lazy = 5 if quick else 20
+    cfg = config()
+    cfg["services"].update({f"lazy{i}": {"kind": "echo"} for i in range(lazy)})
+    with ServiceSystem.start(cfg) as system:
         latency = measure_latency(system, n)
-        recovery = measure_recovery(system, reps=5 if quick else 20)
+        throughput = {f"{c} concurrent callers": measure_throughput(system, c, n // c // 2)
+                      for c in (1, 4, 16)}
+        init = {"lazy echo: get_service (initialize)": measure_lazy_init(system, lazy)}
+        recovery = {"kill -9 -> next success (echo)":
+                    measure_recovery(system, reps=5 if quick else 20)}
+    cold = {"cold start to ready (echo)": measure_cold_start(2 if quick else 5)}
     print_table("Runtime: echo round trips from a host thread", latency,
                 floor="thespian ask (floor)")
-    print_table("Runtime: kill -9 of a service to its next successful task",
-                {"kill -9 -> next success": recovery})
-    path = write_results("runtime", {"latency": latency, "recovery": recovery})
+    print_table("Runtime: route_task throughput (echo, no context fetch)", throughput)
+    print_table("Runtime: start, initialize, recover", {**cold, **init, **recovery})
+    results = {"latency": latency, "throughput": throughput, "init": init,
+               "recovery": recovery, "cold_start": cold}
+    path = write_results("runtime", results)
     print(f"\nresults: {path}")
-    return {"latency": latency, "recovery": recovery}
+    return results

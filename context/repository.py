@@ -291,8 +291,7 @@ class Repository:
         self._add(record)
         self._tick += 1
         record.last_used = self._tick
-        if previous is None or previous.expires_at != record.expires_at:
-            self._by_expiry.push(record.id)  # else its heap entry is still right
+        self._by_expiry.push(record.id)
         self._by_eviction.push(record.id)
 
     def _add(self, record: Record) -> None:

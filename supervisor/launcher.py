@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from actors.logs import configure_logging
 from messages.errors import ConfigError, ErrorCode, GrymError, InitError
 from messages.system import ErrorReply, ShutdownSystem, StartSystem, SystemInfo
@@ -89,12 +91,30 @@ def stop_actor_system(asys: Any, supervisor: Any, drain_s: float) -> None:
         asys.shutdown()
 
 
-def _admin_alive() -> bool:
+def listening_pid(port: int) -> int | None:
+    """The process listening on ``port`` (Thespian's admin daemonizes: it is not our child)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            return conn.pid
+    return None
+
+
+def runtime_processes(marker: str) -> list[psutil.Process]:
+    """Every process of one runtime: the launcher and all it forked share its command
+    line, which names that runtime's own config file (``marker``)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if marker in cmdline and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+def alive(pid: int | None) -> bool:
     try:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return pid == 0
 
 
 def report(status: dict[str, Any], ready_file: str | None) -> None:
@@ -130,12 +150,13 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     report({"ready": True, "pid": os.getpid(), "admin_port": config.system.admin_port,
             "log_dir": str(log_dir_for(config))}, ready_file)
     _notify_systemd("READY=1")
-    while not stop["requested"] and _admin_alive():
+    admin_pid = listening_pid(config.system.admin_port)
+    while not stop["requested"] and alive(admin_pid):
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the embedding host died: take the system down with it
         time.sleep(0.2)
     _notify_systemd("STOPPING=1")
-    if _admin_alive():
+    if alive(admin_pid):
         stop_actor_system(asys, info.supervisor, drain_s=10.0)
     return 0
 

@@ -43,7 +43,7 @@ from messages.system import (
 from messages.task import Task, TaskResult
 
 from .config import SystemConfig, default_config
-from .launcher import SYSTEM_BASE, capabilities, port_in_use
+from .launcher import SYSTEM_BASE, capabilities, port_in_use, runtime_processes
 from .network import restrict_bind
 
 log = structlog.get_logger()
@@ -101,7 +101,9 @@ class ServiceSystem:
             error = status.get("error", {})
             raise ErrorInfo(error.get("code", "INIT_ERROR"), error.get("message", "")).to_exception()
         try:
-            return cls._join(parsed, launcher, workdir)
+            system = cls._join(parsed, launcher, workdir)
+            system._marker = str(config_file)
+            return system
         except BaseException:
             _stop_launcher(launcher)
             workdir.cleanup()
@@ -193,6 +195,11 @@ class ServiceSystem:
             return TaskResult.failure(task.id, ExecutionError(
                 f"unexpected answer {type(reply).__name__}").info())
         return reply
+
+    def processes(self) -> list:
+        """Every live process of a runtime this handle started (launcher, admin, actors)."""
+        marker = getattr(self, "_marker", None)
+        return runtime_processes(marker) if marker else []
 
     @property
     def info(self) -> SystemInfo:

@@ -17,13 +17,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -38,21 +31,21 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 def start_system() -> Iterator[Callable[..., ServiceSystem]]:
     """Start a runtime on its own port; after the test, shut it down and check
     that no process of it (launcher, admin, actors) is still alive."""
-    started: list[tuple[ServiceSystem, list[psutil.Process]]] = []
+    started: list[ServiceSystem] = []
 
     def start(config: dict[str, Any]) -> ServiceSystem:
         config = {**config, "system": {**config.get("system", {}), "admin_port": free_port()}}
         system = ServiceSystem.start(config)
-        launcher = system._launcher
-        started.append((system, [psutil.Process(launcher.pid)]))
+        started.append(system)
+        assert len(system.processes()) >= 4, "launcher, admin, supervisor and children"
         return system
 
     yield start
     leftovers = []
-    for system, processes in started:
-        tree = processes + descendants(processes[0].pid)
+    for system in started:
+        processes = system.processes()
         system.shutdown(drain_s=2.0)
-        gone, alive = psutil.wait_procs(tree, timeout=10)
+        _, alive = psutil.wait_procs(processes, timeout=10)
         leftovers += [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
         for p in alive:
             p.kill()

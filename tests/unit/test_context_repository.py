@@ -222,6 +222,17 @@ def test_sweep_is_bounded_and_takes_the_soonest_expired_first():
     assert repo.sweep(100) == 7 and repo.sweep(100) == 0
     assert repo.stats().items == 1 and repo.stats().expirations == 10
 
+def test_an_id_stored_again_with_the_same_expiry_expires_once():
+    clock = FakeClock()
+    repo, changes = repository(clock)
+    repo.store(item(id="a", ttl_s=5))
+    repo.delete("a")
+    repo.store(item(id="a", ttl_s=5))  # same clock, same expiry as the deleted one
+    clock.advance(10)
+    assert repo.sweep(10) == 1
+    assert repo.stats().expirations == 1 and repo.stats().items == 0
+
+
 # ---- limits and eviction -------------------------------------------------------
 
 
