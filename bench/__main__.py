@@ -14,6 +14,8 @@ def main() -> None:
     args = parser.parse_args()
     for suite in args.suites or SUITES:
         importlib.import_module(f"bench.{suite}").run(quick=args.quick)
+    from .report import main as report
+    report()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -62,7 +63,7 @@ class ServiceSystem:
         self._launcher = launcher
         self._workdir = workdir
         self._local = threading.local()
-        self._endpoints: list[Any] = []
+        self._endpoints: weakref.WeakSet[_Endpoint] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
         self.default_task_timeout_s = (config.system.default_task_timeout_s if config else 30.0)
@@ -142,12 +143,11 @@ class ServiceSystem:
         if endpoint is None:
             if self._closed:
                 raise ServiceUnavailable("this ServiceSystem handle is closed")
-            manager = self._asys.private()
-            endpoint = manager.__enter__()
+            endpoint = _Endpoint(self._asys)
             with self._lock:
-                self._endpoints.append(manager)
+                self._endpoints.add(endpoint)
             self._local.endpoint = endpoint
-        return endpoint
+        return endpoint.handle
 
     def ask(self, address: Any, msg: Any, timeout: float,
             expect: Callable[[Any], bool] | None = None) -> Any:
@@ -259,17 +259,39 @@ class ServiceSystem:
     def _close_endpoints(self) -> None:
         self._closed = True
         with self._lock:
-            managers, self._endpoints = self._endpoints, []
-        for manager in managers:
-            try:
-                manager.__exit__(None, None, None)
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+            endpoints, self._endpoints = list(self._endpoints), weakref.WeakSet()
+        for endpoint in endpoints:
+            endpoint.close()
 
     def __enter__(self) -> "ServiceSystem":
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _Endpoint:
+    """One thread's private Thespian endpoint.
+
+    It lives in the thread's ``threading.local``; when the thread ends, Python
+    drops it and its socket is closed here, so a host that runs many short
+    threads does not leave a connection open per thread in every actor.
+    """
+
+    def __init__(self, asys: ActorSystem):
+        self._manager = asys.private()
+        self.handle = self._manager.__enter__()
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._manager.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+    def __del__(self) -> None:
         self.close()
 
 

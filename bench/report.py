@@ -1,0 +1,141 @@
+"""Turn bench/results/*.json into REPORT.md (and report.png when matplotlib is there).
+
+Each figure stands beside the Thespian floor measured in the same run, the
+design document's target and our own, tighter goal.
+
+Run: python -m bench.report   (after python -m bench)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .stats import RESULTS_DIR
+
+
+@dataclass
+class Row:
+    figure: str
+    p50_ms: float
+    p99_ms: float
+    floor_p50_ms: float | None
+    design_ms: float | None      # the design document's target (a p50 bound)
+    goal: str                    # our goal, in words
+    met: bool | None
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def collect() -> list[Row]:
+    rows: list[Row] = []
+    runtime, context, w2v = _load("runtime"), _load("context"), _load("wav2vec2")
+    if runtime:
+        lat = runtime["latency"]
+        floor = lat["thespian ask (floor)"]["p50_ms"]
+        for name in ("route_task echo, no context fetch", "route_task echo, with context fetch"):
+            r = lat[name]
+            over50, over99 = r["p50_ms"] - floor, r["p99_ms"] - lat["thespian ask (floor)"]["p99_ms"]
+            rows.append(Row(f"{name} (end to end)", r["p50_ms"], r["p99_ms"], floor, 30.0,
+                            "overhead over the floor p50 <= 2 ms, p99 <= 4 ms",
+                            over50 <= 2.0 and over99 <= 4.0))
+        rec = next(iter(runtime["recovery"].values()))
+        rows.append(Row("kill -9 -> next success (echo)", rec["p50_ms"], rec["p99_ms"], None,
+                        None, "within 100 ms", rec["p99_ms"] <= 100))
+        init = next(iter(runtime["init"].values()))
+        rows.append(Row("lazy service initialization (echo)", init["p50_ms"], init["p99_ms"],
+                        None, 1000.0, "< 1 s", init["p99_ms"] < 1000))
+        cold = next(iter(runtime["cold_start"].values()))
+        rows.append(Row("cold start to ready (echo only)", cold["p50_ms"], cold["p99_ms"], None,
+                        None, "informational", None))
+    if context:
+        for size, data in context.items():
+            if size == "meta":
+                continue
+            r = data["rows"]
+            floor = r["thespian ask (floor)"]["p50_ms"]
+            ret, q = r["retrieve by id"], r["query 20 of the store (type + tag)"]
+            rows.append(Row(f"context retrieve ({int(size):,} items)", ret["p50_ms"], ret["p99_ms"],
+                            floor, 20.0, "p99 <= 2 ms", ret["p99_ms"] <= 2.0))
+            limit = 3.0 if int(size) <= 1000 else 10.0
+            rows.append(Row(f"context query, 20 of {int(size):,}", q["p50_ms"], q["p99_ms"], floor,
+                            20.0, f"p99 <= {limit:g} ms", q["p99_ms"] <= limit))
+    if w2v:
+        for size, data in w2v.items():
+            if size == "meta":
+                continue
+            r = data["rows"]
+            for seconds in ("1 s", "10 s"):
+                e2e, bare = r[f"route_task, {seconds} audio"], r[f"in-process service, {seconds} audio"]
+                overhead = data[f"overhead_{seconds.replace(' ', '')}_pct"]
+                goal_ok = overhead < 5 if size == "base" else None
+                rows.append(Row(f"wav2vec2 {size}, {seconds} audio, end to end", e2e["p50_ms"],
+                                e2e["p99_ms"], bare["p50_ms"], 50.0,
+                                f"overhead {overhead:+.1f} % of in-process (goal < 5 % on base)",
+                                goal_ok))
+            k = r["kill -9 -> next success"]
+            rows.append(Row(f"wav2vec2 {size}: kill -9 -> next success", k["p50_ms"], k["p99_ms"],
+                            None, 1000.0, "within 1 s (base)",
+                            k["p99_ms"] <= 1000 if size == "base" else None))
+    return rows
+
+
+def markdown(rows: list[Row]) -> str:
+    out = ["# Benchmark report", "",
+           "p50 / p99 in milliseconds. *Floor*: a bare Thespian ask measured in the same run "
+           "(for wav2vec2: the same service called in-process). *Design*: the design document's "
+           "target. *Met* is judged against our own goal.", "",
+           "| figure | p50 | p99 | floor p50 | design target | our goal | met |",
+           "|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        floor = f"{r.floor_p50_ms:.2f}" if r.floor_p50_ms is not None else ""
+        design = f"< {r.design_ms:g}" if r.design_ms is not None else ""
+        met = {True: "yes", False: "**no**", None: ""}[r.met]
+        out.append(f"| {r.figure} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {floor} | {design} | "
+                   f"{r.goal} | {met} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
+    names = [r.figure for r in rows][::-1]
+    ys = range(len(names))
+    ax.barh(ys, [r.p99_ms for r in rows][::-1], color="#f4a582", label="p99")
+    ax.barh(ys, [r.p50_ms for r in rows][::-1], color="#2166ac", label="p50")
+    for y, r in zip(ys, rows[::-1]):
+        if r.design_ms:
+            ax.plot([r.design_ms] * 2, [y - 0.4, y + 0.4], color="black", lw=2)
+        if r.floor_p50_ms:
+            ax.plot([r.floor_p50_ms] * 2, [y - 0.4, y + 0.4], color="green", lw=2, ls=":")
+    ax.set_yticks(list(ys), names, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("milliseconds (log); black: design target, green dotted: floor")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> None:
+    rows = collect()
+    report = RESULTS_DIR / "REPORT.md"
+    text = markdown(rows)
+    if plot(rows, RESULTS_DIR / "report.png"):
+        text += "\n![figures](report.png)\n"
+    report.write_text(text)
+    print(text)
+    print(f"written: {report}")
+
+
+if __name__ == "__main__":
+    main()
