@@ -74,10 +74,14 @@ class GrymActor:
                                    message_type=type(msg).__name__)
             if not isinstance(msg, ActorSystemMessage):
                 try:
-                    self.send(sender, error_answer(msg, error_info(exc)))
+                    self.send(sender, self.error_answer(msg, error_info(exc)))
                 except Exception:  # noqa: BLE001 - the sender may be gone
                     self.log.warning("error_reply_failed", message_type=type(msg).__name__)
         return self.idle_result()
+
+    def error_answer(self, msg: Any, info: ErrorInfo) -> Any:
+        """The typed answer to a request that failed; see ``error_answer`` below."""
+        return error_answer(msg, info)
 
     def _handler_for(self, msg: Any) -> Handler | None:
         for cls in type(msg).__mro__:

@@ -30,6 +30,7 @@ from .service_stats import ServiceStats
 from .worker import Done, Worker
 
 DIRECT_TASK_TIMEOUT_S = 30.0
+MAX_EARLY_MESSAGES = 1024
 S = ServiceStatus
 
 
@@ -58,8 +59,16 @@ class ServiceActor(GrymActor, Actor):
         self.shutdown_waiter = None
         self.batch_timer_armed = False
         self.next_direct_id = -1             # direct tasks get negative ids, the router's are positive
+        self.early: list[tuple[Any, Any]] = []  # work that arrived before ConfigureService
         self.stats = ServiceStats()
         self.process = psutil.Process()
+
+    def error_answer(self, msg: Any, info: ErrorInfo) -> Any:
+        # The router matches answers by request id: a failed ServiceTask still gets one.
+        if isinstance(msg, ServiceTask) and isinstance(msg.request_id, int) \
+                and isinstance(getattr(msg.task, "id", None), str):
+            return ServiceTaskDone(msg.request_id, TaskResult.failure(msg.task.id, info))
+        return super().error_answer(msg, info)
 
     def idle_result(self) -> Any:
         return ThespianWatch([self.worker.read_fd]) if self.worker else None
@@ -76,9 +85,22 @@ class ServiceActor(GrymActor, Actor):
         if msg.eager:
             self._start_init()
         self.send(sender, self._status_reply())
+        early, self.early = self.early, []
+        for message, from_ in early:
+            self.receiveMessage(message, from_)
+
+    def _too_early(self, msg: Any, sender: Any) -> bool:
+        """Hold work that overtook ConfigureService (it comes from another sender)."""
+        if self.spec is not None:
+            return False
+        if len(self.early) >= MAX_EARLY_MESSAGES:
+            raise Overloaded("the service is still starting and holds too many early tasks")
+        self.early.append((msg, sender))
+        return True
 
     def on_initialize(self, msg: Initialize, sender: Any) -> None:
-        self._require_configured()
+        if self._too_early(msg, sender):
+            return
         if self.status in (S.ONLINE, S.DEGRADED) or self.init_error is not None:
             self.send(sender, self._status_reply())
             return
@@ -132,10 +154,14 @@ class ServiceActor(GrymActor, Actor):
 
     # -- work --------------------------------------------------------------------
     def on_service_task(self, msg: ServiceTask, sender: Any) -> None:
+        if self._too_early(msg, sender):
+            return
         now = time.monotonic()
         self._accept(Queued(msg.request_id, msg.task, sender, now, now + msg.budget_s))
 
     def on_direct_task(self, task: Task, sender: Any) -> None:
+        if self._too_early(task, sender):
+            return
         now = time.monotonic()
         self.next_direct_id -= 1
         budget = task.timeout_s or DIRECT_TASK_TIMEOUT_S
@@ -143,7 +169,6 @@ class ServiceActor(GrymActor, Actor):
 
     def _accept(self, item: Queued) -> None:
         """Queue the task, or answer it at once with the reason it cannot be taken."""
-        self._require_configured()
         try:
             self._admit(item.task)
         except GrymError as exc:

@@ -10,7 +10,6 @@ Run: python -m bench context [--quick]
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from supervisor import ServiceSystem
 
 from .floor import floor_actors
 from .runtime import free_port
-from .stats import print_table, summarize, time_calls, write_results
+from .stats import concurrent_calls, print_table, time_calls, write_results
 
 TAGS = tuple(f"tag{i}" for i in range(50))
 
@@ -69,23 +68,8 @@ def measure_store(path: Path, n: int) -> tuple[dict[str, dict[str, float]], Any]
 
 
 def _parallel_stores(system: ServiceSystem, callers: int, per_caller: int) -> dict[str, float]:
-    samples: list[float] = []
-    lock = threading.Lock()
-
-    def caller(n: int) -> None:
-        for i in range(per_caller):
-            t0 = time.perf_counter()
-            system.context.store(item(20_000_000 + n * per_caller + i))
-            with lock:
-                samples.append((time.perf_counter() - t0) * 1000)
-
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summarize(samples, time.perf_counter() - started)
+    return concurrent_calls(lambda n, i: system.context.store(
+        item(20_000_000 + n * per_caller + i)), callers, per_caller)[0]
 
 
 def run(quick: bool = False) -> dict[str, Any]:

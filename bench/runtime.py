@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from messages import Task
 from supervisor import ServiceSystem
 
 from .floor import floor_actors
-from .stats import print_table, summarize, time_calls, write_results
+from .stats import concurrent_calls, print_table, summarize, time_calls, write_results
 
 
 def free_port() -> int:
@@ -86,25 +85,8 @@ def measure_recovery(system: ServiceSystem, reps: int) -> dict[str, float]:
 
 def measure_throughput(system: ServiceSystem, callers: int, per_caller: int) -> dict[str, float]:
     """route_task with echo from ``callers`` host threads at once."""
-    samples: list[float] = []
-    lock = threading.Lock()
-
-    def caller(n: int) -> None:
-        mine = []
-        for i in range(per_caller):
-            t0 = time.perf_counter()
-            system.router.route_task(Task(id=f"t{n}-{i}", type="echo-plain", data=i)).unwrap()
-            mine.append((time.perf_counter() - t0) * 1000)
-        with lock:
-            samples.extend(mine)
-
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summarize(samples, time.perf_counter() - started)
+    return concurrent_calls(lambda n, i: system.router.route_task(
+        Task(id=f"t{n}-{i}", type="echo-plain", data=i)).unwrap(), callers, per_caller)[0]
 
 
 def measure_cold_start(reps: int) -> dict[str, float]:

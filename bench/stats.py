@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +33,31 @@ def time_calls(call: Callable[[int], Any], n: int, warmup: int = 50) -> dict[str
         call(i)
         samples.append((time.perf_counter() - t0) * 1000)
     return summarize(samples, time.perf_counter() - started)
+
+
+def concurrent_calls(call: Callable[[int, int], Any], callers: int,
+                     per_caller: int) -> tuple[dict[str, float], list[Any]]:
+    """``call(caller, i)`` from ``callers`` threads at once: latency summary with
+    throughput over the whole run, and every call's return value."""
+    samples: list[float] = []
+    values: list[Any] = []
+    lock = threading.Lock()
+
+    def caller(n: int) -> None:
+        for i in range(per_caller):
+            t0 = time.perf_counter()
+            value = call(n, i)
+            with lock:
+                samples.append((time.perf_counter() - t0) * 1000)
+                values.append(value)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return summarize(samples, time.perf_counter() - started), values
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]], floor: str | None = None) -> None:

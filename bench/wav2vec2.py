@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from messages import Task
 from supervisor import ServiceSystem
 
 from .runtime import free_port
-from .stats import print_table, summarize, time_calls, write_results
+from .stats import concurrent_calls, print_table, summarize, time_calls, write_results
 
 MODEL_ROOT = Path("var/models")
 TORCH_THREADS = 2
@@ -73,27 +72,14 @@ def in_process(folder: Path, seconds: float, n: int) -> tuple[dict[str, float], 
 def throughput(system: ServiceSystem, service: str, callers: int, per_caller: int) -> dict[str, float]:
     handle = system.get_service(service)
     audio = clip(1.0)
-    latencies: list[float] = []
-    batch_sizes: list[int] = []
-    lock = threading.Lock()
 
-    def caller(n: int) -> None:
-        for i in range(per_caller):
-            t0 = time.perf_counter()
-            result = handle.execute_task(Task(id=f"{service}-{n}-{i}", type="speech-to-text",
-                                              data={"audio": audio}))
-            result.unwrap()
-            with lock:
-                latencies.append((time.perf_counter() - t0) * 1000)
-                batch_sizes.append(result.metrics.batch_size)
+    def call(n: int, i: int) -> int:
+        result = handle.execute_task(Task(id=f"{service}-{n}-{i}", type="speech-to-text",
+                                          data={"audio": audio}))
+        result.unwrap()
+        return result.metrics.batch_size
 
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out = summarize(latencies, time.perf_counter() - started)
+    out, batch_sizes = concurrent_calls(call, callers, per_caller)
     out["mean_batch_size"] = float(np.mean(batch_sizes))
     return out
 

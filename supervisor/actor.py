@@ -88,7 +88,7 @@ class Supervisor(GrymActor, Actor):
         self.children["context"] = Child.for_core("context")
         self.children["router"] = Child.for_core("router")
         for name, spec in self.config.services.items():
-            self.children[name] = Child.for_service(spec, self.config.health)
+            self.children[name] = Child.for_service(spec)
         for child in self.children.values():
             self._spawn(child)
         self.wakeupAfter(self.config.health.heartbeat_interval_s, payload=("heartbeat",))
@@ -110,10 +110,8 @@ class Supervisor(GrymActor, Actor):
     def _spawn(self, child: Child) -> None:
         child.generation += 1
         child.status, child.pid = S.OFFLINE, None
-        if child.health is not None:
-            child.health = HealthTracker(child.health.settings, child.health.max_memory)
-        else:
-            child.health = HealthTracker(self.config.health)
+        child.health = HealthTracker(self.config.health, child.spec.max_memory if child.spec
+                                     else None, started_at=time.monotonic())
         actor_class = {"router": TaskRouter, "context": ContextActor}.get(child.role, ServiceActor)
         child.address = self.createActor(actor_class)
         if child.role == "service":
@@ -232,7 +230,7 @@ class Supervisor(GrymActor, Actor):
                 continue
             child.health.heartbeat_sent()
             self.send(child.address, Heartbeat(seq))
-            verdict = child.health.assess()
+            verdict = child.health.assess(time.monotonic())
             if verdict.kill:
                 hung = verdict.reason.startswith("hung")
                 self._event(E.SERVICE_UNHEALTHY, child, verdict.reason, S.UNHEALTHY)

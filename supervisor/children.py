@@ -11,7 +11,7 @@ import psutil
 from messages.service import ServiceStatus
 from messages.system import ServiceInfo
 
-from .config import HealthSettings, RestartSettings, ServiceSpec
+from .config import RestartSettings, ServiceSpec
 from .health_policy import HealthTracker
 from .restart_policy import RestartPolicy
 
@@ -23,7 +23,7 @@ class Child:
     name: str
     role: str                          # "service", "router" or "context"
     restart: RestartPolicy
-    health: HealthTracker | None
+    health: HealthTracker | None       # a new one for each generation, made at its start
     spec: ServiceSpec | None = None    # services only
     address: Any = None
     pid: int | None = None
@@ -34,9 +34,8 @@ class Child:
     waiters: list[Any] = field(default_factory=list)  # GetService callers waiting for init
 
     @classmethod
-    def for_service(cls, spec: ServiceSpec, health: HealthSettings) -> "Child":
-        return cls(spec.name, "service", RestartPolicy(spec.restart),
-                   HealthTracker(health, spec.max_memory), spec)
+    def for_service(cls, spec: ServiceSpec) -> "Child":
+        return cls(spec.name, "service", RestartPolicy(spec.restart), None, spec)
 
     @classmethod
     def for_core(cls, role: str) -> "Child":

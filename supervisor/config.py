@@ -60,6 +60,7 @@ class HealthSettings:
     hang_grace_s: float = 0.5           # a batch this long past its deadline: hung
     degrade_error_rate: float = 0.5     # over the last window of requests
     degrade_min_requests: int = 20
+    startup_timeout_s: float = 60.0     # a child silent this long after it started: killed
 
     def __post_init__(self) -> None:
         check(is_number(self.heartbeat_interval_s) and 0.01 <= self.heartbeat_interval_s <= 60,
@@ -72,6 +73,8 @@ class HealthSettings:
               "degrade_error_rate", "must be in (0, 1]")
         check(isinstance(self.degrade_min_requests, int) and self.degrade_min_requests >= 1,
               "degrade_min_requests", "must be an integer >= 1")
+        check(is_number(self.startup_timeout_s) and self.startup_timeout_s > 0,
+              "startup_timeout_s", "must be > 0")
 
 
 @dataclass(frozen=True)

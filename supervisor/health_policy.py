@@ -24,9 +24,17 @@ class HealthVerdict:
 
 
 class HealthTracker:
-    def __init__(self, settings: HealthSettings, max_memory: int | None = None):
+    """Verdicts for one child generation, from the heartbeats it answered.
+
+    Until a child answers its first heartbeat it is starting (a context store
+    loading from disk, say): only ``startup_timeout_s`` applies to it then.
+    """
+
+    def __init__(self, settings: HealthSettings, max_memory: int | None = None,
+                 started_at: float = 0.0):
         self.settings = settings
         self.max_memory = max_memory
+        self.started_at = started_at
         self.unanswered = 0
         self.last_ack: HeartbeatAck | None = None
         self.state = ONLINE
@@ -38,15 +46,20 @@ class HealthTracker:
         self.unanswered = 0
         self.last_ack = ack
 
-    def assess(self) -> HealthVerdict:
-        verdict = self._raw_verdict()
+    def assess(self, now: float) -> HealthVerdict:
+        verdict = self._raw_verdict(now)
         if self.state is UNHEALTHY and verdict.state is ONLINE:
             verdict = HealthVerdict(DEGRADED, False, "recovering: was unhealthy")
         self.state = verdict.state
         return verdict
 
-    def _raw_verdict(self) -> HealthVerdict:
+    def _raw_verdict(self, now: float) -> HealthVerdict:
         s, ack = self.settings, self.last_ack
+        if ack is None:
+            if now - self.started_at > s.startup_timeout_s:
+                return HealthVerdict(UNHEALTHY, True, f"did not answer a heartbeat within "
+                                                      f"{s.startup_timeout_s:g} s of starting")
+            return HealthVerdict(self.state, False, "starting")
         # The heartbeat just sent is not late yet; the ones before it are.
         missed = max(0, self.unanswered - 1)
         if missed >= s.missed_heartbeats:

@@ -69,13 +69,25 @@ def tracker(**kw):
                          max_memory=10_000)
 
 
+def test_a_starting_child_is_judged_only_by_the_startup_timeout():
+    t = HealthTracker(HealthSettings(missed_heartbeats=2, startup_timeout_s=10), started_at=0.0)
+    for _ in range(20):  # a context store loading from disk answers nothing for a while
+        t.heartbeat_sent()
+    assert t.assess(now=9.0).kill is False
+    verdict = t.assess(now=10.5)
+    assert verdict.kill and "within 10 s" in verdict.reason
+    t.ack_received(ack())
+    t.heartbeat_sent()
+    assert t.assess(now=11.0).state is S.DEGRADED  # back from unhealthy through degraded
+
+
 def test_missed_heartbeats_degrade_then_kill():
     t = tracker()
     t.ack_received(ack())
     states = []
     for _ in range(4):
         t.heartbeat_sent()
-        states.append((t.assess().state, t.assess().kill))
+        states.append((t.assess(1.0).state, t.assess(1.0).kill))
     assert states == [(S.ONLINE, False), (S.DEGRADED, False), (S.DEGRADED, False),
                       (S.UNHEALTHY, True)]
 
@@ -84,30 +96,31 @@ def test_hung_task_past_grace_is_killed():
     t = tracker()
     t.heartbeat_sent()
     t.ack_received(ack(overdue_s=0.4))
-    assert t.assess().state is S.ONLINE
+    assert t.assess(1.0).state is S.ONLINE
     t.ack_received(ack(overdue_s=0.6))
-    verdict = t.assess()
+    verdict = t.assess(1.0)
     assert verdict.kill and verdict.reason.startswith("hung")
 
 
 def test_error_rate_and_memory_degrade():
     t = tracker(degrade_error_rate=0.5, degrade_min_requests=10)
     t.ack_received(ack(error_rate=0.9, recent_requests=5))
-    assert t.assess().state is S.ONLINE  # too few requests to judge
+    assert t.assess(1.0).state is S.ONLINE  # too few requests to judge
     t.ack_received(ack(error_rate=0.6, recent_requests=10))
-    assert t.assess().state is S.DEGRADED
+    assert t.assess(1.0).state is S.DEGRADED
     t.ack_received(ack(rss_bytes=20_000))
-    assert "memory" in t.assess().reason
+    assert "memory" in t.assess(1.0).reason
 
 
 def test_recovery_from_unhealthy_passes_through_degraded():
     t = tracker()
+    t.ack_received(ack())
     for _ in range(5):
         t.heartbeat_sent()
-    assert t.assess().state is S.UNHEALTHY
+    assert t.assess(1.0).state is S.UNHEALTHY
     t.ack_received(ack())
-    assert t.assess().state is S.DEGRADED
-    assert t.assess().state is S.ONLINE
+    assert t.assess(1.0).state is S.DEGRADED
+    assert t.assess(1.0).state is S.ONLINE
 
 
 # -- batching ------------------------------------------------------------------
