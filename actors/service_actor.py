@@ -52,7 +52,7 @@ class ServiceActor(GrymActor, Actor):
         self.queue = TaskQueue()
         self.running: list[Queued] = []
         self.running_deadline = 0.0
-        self.batch_seq = 0
+        self.deadline_timer_at: float | None = None
         self.answered: set[int] = set()      # ids of running tasks already answered (timed out)
         self.init_waiters: list[Any] = []
         self.init_error: ErrorInfo | None = None
@@ -210,10 +210,19 @@ class ServiceActor(GrymActor, Actor):
     def _run_batch(self, batch: list[Queued], now: float) -> None:
         self.running, self.answered = batch, set()
         self.running_deadline = min(item.deadline for item in batch)
-        self.batch_seq += 1
         tasks = [item.task for item in batch]
         self.worker.submit("batch", lambda: self.service.execute_batch(tasks), batch)
-        self.wakeupAfter(max(0.0, self.running_deadline - now), payload=("deadline", self.batch_seq))
+        self._arm_deadline_timer(self.running_deadline, now)
+
+    def _arm_deadline_timer(self, at: float, now: float) -> None:
+        """One timer at a time, for the earliest deadline that may need it.
+
+        Thespian keeps timers in a sorted list and cannot cancel them: a timer per
+        batch, each waiting out a 30 s deadline, made every new timer slower to add.
+        """
+        if self.deadline_timer_at is None or at < self.deadline_timer_at:
+            self.deadline_timer_at = at
+            self.wakeupAfter(max(0.0, at - now), payload=("deadline", at))
 
     def _batch_done(self, done: Done) -> None:
         batch: list[Queued] = done.payload
@@ -253,13 +262,16 @@ class ServiceActor(GrymActor, Actor):
         if payload == ("batch",):
             self.batch_timer_armed = False
             self._pump()
-        elif payload[:1] == ("deadline",) and payload[1:] == (self.batch_seq,):
-            # The worker is still on this batch: answer its late tasks now. If the
-            # worker is truly stuck, heartbeats report it overdue and the
-            # supervisor kills this process.
+        elif payload == ("deadline", self.deadline_timer_at):
+            self.deadline_timer_at = None
+            # Answer the running batch's late tasks now. If the worker is truly
+            # stuck, heartbeats report it overdue and the supervisor kills this process.
             for item in self._unanswered_running():
                 if item.deadline <= now:
                     self._answer(item, self._timeout_result(item, now, "while running"))
+            waiting = self._unanswered_running()
+            if waiting:
+                self._arm_deadline_timer(min(item.deadline for item in waiting), now)
         elif payload == ("drain",) and self.status is S.STOPPING:
             for item in self.queue.drain():
                 self._answer(item, self._timeout_result(item, now, "before shutdown"))

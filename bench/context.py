@@ -85,7 +85,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             rows, rss = measure_store(path, n)
         print_table(f"context: store of {count:,} items of 1 KB (SQLite)", rows,
                     floor="thespian ask (floor)")
-        print(f"context actor RSS with {count:,} items: {rss / 1e6:.0f} MB; "
+        print(f"context actor RSS with {count:,} items: {(rss or 0) / 1e6:.0f} MB; "
               f"in-process prefill {count / fill_s:,.0f} stores/s")
         results[str(count)] = {"rows": rows, "context_actor_rss_bytes": rss,
                                "prefill_stores_per_s": count / fill_s}
