@@ -6,6 +6,8 @@ arrives from another process is validated again by the actor that receives it
 """
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -40,3 +42,18 @@ class Message:
 
     def validate(self) -> None:
         """Raise InvalidInput naming the field when the message is malformed."""
+
+    def __str__(self) -> str:
+        """A short summary. Thespian formats every message it sends for a debug log,
+        whether or not that log is on: the full repr of 10 s of audio costs more
+        than the hop itself."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name, None)
+            if value is None or isinstance(value, (bool, int, float, enum.Enum)) or (
+                    isinstance(value, str) and len(value) <= 64):
+                parts.append(f"{f.name}={value!r}")
+            else:
+                size = f" of {len(value)}" if hasattr(value, "__len__") else ""
+                parts.append(f"{f.name}=<{type(value).__name__}{size}>")
+        return f"{type(self).__name__}({', '.join(parts)})"
