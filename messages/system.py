@@ -58,6 +58,8 @@ class SystemInfo(Message):
     routes: Mapping[str, str] = field(default_factory=dict)
     shutting_down: bool = False
     core: tuple[ServiceInfo, ...] = ()  # the router and the context actor
+    log_dir: str | None = None
+    pid: int | None = None               # the supervisor's process
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 import time
 from collections import deque
 from typing import Any
@@ -319,7 +320,8 @@ class Supervisor(GrymActor, Actor):
             context=self.children["context"].address,
             services=tuple(c.info() for c in self._services()),
             routes=dict(self.config.routes), shutting_down=self.shutting_down,
-            core=tuple(c.info() for c in self.children.values() if c.role != "service"))
+            core=tuple(c.info() for c in self.children.values() if c.role != "service"),
+            log_dir=str(self.config.log_dir()), pid=os.getpid())
 
     # -- metrics --------------------------------------------------------------------------
     def on_get_metrics(self, msg: GetServiceMetrics, sender: Any) -> None:

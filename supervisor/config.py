@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from messages.errors import ConfigError
@@ -40,11 +42,7 @@ class SystemSettings:
     def __post_init__(self) -> None:
         check(isinstance(self.admin_port, int) and 1024 <= self.admin_port <= 65535, "admin_port",
               "must be an integer from 1024 to 65535")
-        try:
-            ipaddress.ip_address(self.bind_address)
-        except (ValueError, TypeError):
-            raise ConfigError(f"bind_address: must be an IP address, got {self.bind_address!r}",
-                              {"key": "bind_address"}) from None
+        _check_address(self.bind_address)
         check(self.start_method in START_METHODS, "start_method",
               f"must be one of {', '.join(START_METHODS)}")
         check(is_number(self.default_task_timeout_s) and self.default_task_timeout_s > 0,
@@ -95,6 +93,43 @@ class RestartSettings:
             check(is_number(value) and value > 0, key, "must be > 0")
         check(is_number(self.backoff_jitter) and 0 <= self.backoff_jitter < 1, "backoff_jitter",
               "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus endpoint the launcher serves (the daemon turns it on)."""
+
+    enabled: bool = False
+    port: int | None = None          # default: the admin port + 1
+    bind_address: str = "127.0.0.1"
+    scrape_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.enabled, bool), "enabled", "must be true or false")
+        check(self.port is None or (isinstance(self.port, int) and 1024 <= self.port <= 65535),
+              "port", "must be an integer from 1024 to 65535")
+        _check_address(self.bind_address)
+        check(is_number(self.scrape_timeout_s) and self.scrape_timeout_s > 0, "scrape_timeout_s",
+              "must be > 0")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "info"
+    format: str | None = None        # json | console; default: json to a file, console in front
+
+    def __post_init__(self) -> None:
+        check(self.level in ("debug", "info", "warning", "error"), "level",
+              "must be one of debug, info, warning, error")
+        check(self.format in (None, "json", "console"), "format", "must be json or console")
+
+
+def _check_address(address: object) -> None:
+    try:
+        ipaddress.ip_address(address)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise ConfigError(f"bind_address: must be an IP address, got {address!r}",
+                          {"key": "bind_address"}) from None
 
 
 # Keys of a [services.NAME] table that belong to the runtime, not to the kind.
@@ -171,7 +206,15 @@ class SystemConfig:
     services: Mapping[str, ServiceSpec]
     routes: Mapping[str, str]
     context: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def log_dir(self) -> Path:
+        """Where this runtime's logs (and a daemon's pid and config files) live."""
+        if self.system.log_dir:
+            return Path(self.system.log_dir)
+        return Path(tempfile.gettempdir()) / f"grym-{self.system.admin_port}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "SystemConfig":
@@ -198,8 +241,18 @@ class SystemConfig:
         return cls(
             system=build_settings(SystemSettings, data.get("system"), "system"),
             health=build_settings(HealthSettings, data.get("health"), "health"),
-            services=services, routes=routes, context=dict(data.get("context", {})), raw=data,
+            services=services, routes=routes, context=_context_table(data.get("context")),
+            metrics=build_settings(MetricsSettings, data.get("metrics"), "metrics"),
+            logging=build_settings(LoggingSettings, data.get("logging"), "logging"),
+            raw=data,
         )
+
+
+def _context_table(table: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checked here, so that a bad [context] key fails the start, not the context actor."""
+    from context.settings import ContextSettings
+    ContextSettings.from_config(table)
+    return dict(table or {})
 
 
 def default_config(admin_port: int | None = None) -> dict[str, Any]:

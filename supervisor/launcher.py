@@ -38,20 +38,16 @@ def port_in_use(address: str, port: int) -> bool:
         return sock.connect_ex((address, port)) == 0
 
 
-def log_dir_for(config: SystemConfig) -> Path:
-    if config.system.log_dir:
-        return Path(config.system.log_dir)
-    import tempfile
-    return Path(tempfile.gettempdir()) / f"grym-{config.system.admin_port}"
-
-
 def capabilities(config: SystemConfig) -> dict[str, Any]:
     return {"Admin Port": config.system.admin_port,
             "Process Startup Method": config.system.start_method}
 
 
-def start_actor_system(config: SystemConfig, log_format: str = "json"):
-    """Start the admin and the supervisor; returns (actor system, SystemInfo)."""
+def start_actor_system(config: SystemConfig, log_format: str = "json", log_to_file: bool = True):
+    """Start the admin and the supervisor; returns (actor system, SystemInfo).
+
+    Logs are JSON lines in the log directory, or (``log_to_file=False``, the
+    foreground ``serve``) lines on stderr in ``log_format``."""
     from thespian.actors import ActorSystem
 
     from .actor import GLOBAL_NAME, Supervisor
@@ -60,12 +56,13 @@ def start_actor_system(config: SystemConfig, log_format: str = "json"):
     if port_in_use(sys_cfg.bind_address, sys_cfg.admin_port):
         raise ConfigError(f"system.admin_port: port {sys_cfg.admin_port} is already in use "
                           "(is the runtime already running there?)", {"key": "system.admin_port"})
-    log_dir = log_dir_for(config)
+    log_dir = config.log_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     # Thespian's own log goes next to ours, not to /tmp/thespian.log.
     os.environ["THESPLOG_FILE"] = str(log_dir / "thespian.log")
     os.environ.setdefault("THESPLOG_FILE_MAXSIZE", str(10 << 20))
-    configure_logging(str(log_dir / "grym.log"), log_format)
+    configure_logging(str(log_dir / "grym.log") if log_to_file else None,
+                      config.logging.format or log_format, config.logging.level)
     restrict_bind(sys_cfg.bind_address)
     asys = ActorSystem(SYSTEM_BASE, capabilities(config), transientUnique=True)
     try:
@@ -117,6 +114,27 @@ def alive(pid: int | None) -> bool:
         return False
 
 
+def project_env() -> dict[str, str]:
+    """The environment for a launcher: it imports this checkout even when not installed."""
+    root = str(Path(__file__).resolve().parent.parent)
+    existing = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not existing else f"{root}{os.pathsep}{existing}"}
+
+
+def wait_ready(launcher: Any, ready_file: Path, deadline: float, output: Path) -> dict[str, Any]:
+    """The launcher's ready line, or why there is none (it exited early, or took too long)."""
+    while time.monotonic() < deadline:
+        if ready_file.exists():
+            return json.loads(ready_file.read_text())
+        if launcher.poll() is not None:
+            tail = output.read_text(errors="replace")[-2000:] if output.exists() else ""
+            return {"ready": False, "error": {"code": "INIT_ERROR",
+                                              "message": f"the launcher exited early: {tail}"}}
+        time.sleep(0.01)
+    return {"ready": False, "error": {"code": "TIMEOUT",
+                                      "message": "the runtime did not start in time"}}
+
+
 def report(status: dict[str, Any], ready_file: str | None) -> None:
     """The one line that says ready (or why not): to a file for a host, else to stdout.
 
@@ -133,7 +151,7 @@ def report(status: dict[str, Any], ready_file: str | None) -> None:
 
 
 def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str = "json",
-          ready_file: str | None = None) -> int:
+          ready_file: str | None = None, foreground: bool = False) -> int:
     """Run until told to stop; report readiness through ``report``."""
     stop = {"requested": False}
 
@@ -143,12 +161,13 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        asys, info = start_actor_system(config, log_format)
+        asys, info = start_actor_system(config, log_format, log_to_file=not foreground)
+        metrics_port = start_metrics(config, asys, info)
     except Exception as exc:  # noqa: BLE001 - reported to whoever started us
         report(failure(exc), ready_file)
         return 2
     report({"ready": True, "pid": os.getpid(), "admin_port": config.system.admin_port,
-            "log_dir": str(log_dir_for(config))}, ready_file)
+            "metrics_port": metrics_port, "log_dir": str(config.log_dir())}, ready_file)
     _notify_systemd("READY=1")
     admin_pid = listening_pid(config.system.admin_port)
     while not stop["requested"] and alive(admin_pid):
@@ -159,6 +178,16 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     if alive(admin_pid):
         stop_actor_system(asys, info.supervisor, drain_s=10.0)
     return 0
+
+
+def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo) -> int | None:
+    settings = config.metrics
+    if not settings.enabled:
+        return None
+    from .observability import serve_metrics
+    port = settings.port or config.system.admin_port + 1
+    serve_metrics(asys, info.supervisor, settings.bind_address, port, settings.scrape_timeout_s)
+    return port
 
 
 def _notify_systemd(state: str) -> None:
@@ -185,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", default=None, help="write the ready line here")
     parser.add_argument("--parent-pid", type=int, default=None, help="stop when this process dies")
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
+    parser.add_argument("--foreground", action="store_true", help="log to stderr, not a file")
     args = parser.parse_args(argv)
     try:
         config = SystemConfig.from_dict(json.loads(Path(args.config_json).read_text()))
@@ -192,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         report(failure(exc if isinstance(exc, GrymError) else ConfigError(str(exc))),
                args.ready_file)
         return 2
-    return serve(config, args.parent_pid, args.log_format, args.ready_file)
+    return serve(config, args.parent_pid, args.log_format, args.ready_file, args.foreground)
 
 
 if __name__ == "__main__":

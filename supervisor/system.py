@@ -44,7 +44,9 @@ from messages.system import (
 from messages.task import Task, TaskResult
 
 from .config import SystemConfig, default_config
-from .launcher import SYSTEM_BASE, capabilities, port_in_use, runtime_processes
+from .launcher import (
+    SYSTEM_BASE, capabilities, port_in_use, project_env, runtime_processes, wait_ready,
+)
 from .network import restrict_bind
 
 log = structlog.get_logger()
@@ -56,8 +58,10 @@ class ServiceSystem:
     """A handle on a running actor system. Use ``start`` or ``connect``."""
 
     def __init__(self, asys: ActorSystem, info: SystemInfo, config: SystemConfig | None,
-                 launcher: subprocess.Popen | None, workdir: tempfile.TemporaryDirectory | None):
+                 launcher: subprocess.Popen | None, workdir: tempfile.TemporaryDirectory | None,
+                 owned: bool = True):
         self._asys = asys
+        self._owned = owned
         self._info = info
         self._config = config
         self._launcher = launcher
@@ -92,12 +96,12 @@ class ServiceSystem:
              "--ready-file", str(ready_file), "--parent-pid", str(os.getpid()),
              "--log-format", log_format],
             stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, cwd=os.getcwd(),
-            env={**os.environ, "PYTHONPATH": _project_path()})
+            env=project_env())
         stdio.close()
         deadline = time.monotonic() + (timeout or sys_cfg.start_timeout_s + 10)
-        status = _wait_ready(launcher, ready_file, deadline, workdir.name)
+        status = wait_ready(launcher, ready_file, deadline, Path(workdir.name, "launcher.log"))
         if not status.get("ready"):
-            launcher.wait(5)
+            _stop_launcher(launcher)
             workdir.cleanup()
             error = status.get("error", {})
             raise ErrorInfo(error.get("code", "INIT_ERROR"), error.get("message", "")).to_exception()
@@ -133,9 +137,7 @@ class ServiceSystem:
         info = asys.ask(supervisor, GetSystemInfo(), timeout)
         if not isinstance(info, SystemInfo):
             raise ServiceUnavailable(f"the supervisor did not answer within {timeout:g} s")
-        system = cls(asys, info, config if owned else None, launcher, workdir)
-        system._owned = owned
-        return system
+        return cls(asys, info, config if owned else None, launcher, workdir, owned)
 
     # -- calls --------------------------------------------------------------------
     def _endpoint(self) -> Any:
@@ -230,17 +232,19 @@ class ServiceSystem:
 
     # -- ending ----------------------------------------------------------------------
     def shutdown(self, drain_s: float = 10.0) -> None:
-        """Stop the runtime: drain accepted tasks, release models, end every process."""
+        """Stop the runtime: drain accepted tasks, release models, end every process.
+
+        This stops a runtime joined with ``connect`` too (that is what ``run.py
+        stop`` does); use ``close`` to leave one running."""
         if self._closed:
             return
         self.health.stop()
         try:
-            if getattr(self, "_owned", True):
-                try:
-                    self.ask(self._info.supervisor, ShutdownSystem(drain_s=drain_s), drain_s + 10)
-                except GrymError as exc:
-                    log.warning("graceful_shutdown_failed", error=str(exc))
-                self._asys.shutdown()
+            try:
+                self.ask(self._info.supervisor, ShutdownSystem(drain_s=drain_s), drain_s + 10)
+            except GrymError as exc:
+                log.warning("graceful_shutdown_failed", error=str(exc))
+            self._asys.shutdown()
         finally:
             self._close_endpoints()
             if self._launcher is not None:
@@ -249,8 +253,8 @@ class ServiceSystem:
                 self._workdir.cleanup()
 
     def close(self) -> None:
-        """Leave a runtime joined with ``connect`` running; shut down one we started."""
-        if getattr(self, "_owned", True):
+        """Shut down a runtime this handle started; leave one joined with ``connect`` running."""
+        if self._owned:
             self.shutdown()
         else:
             self.health.stop()
@@ -440,27 +444,6 @@ class HealthMonitor:
 
 def _is_error(reply: Any) -> bool:
     return isinstance(reply, (ErrorReply, PoisonMessage))
-
-
-def _project_path() -> str:
-    """Make the launcher import this checkout even when it is not installed."""
-    root = str(Path(__file__).resolve().parent.parent)
-    existing = os.environ.get("PYTHONPATH")
-    return root if not existing else f"{root}{os.pathsep}{existing}"
-
-
-def _wait_ready(launcher: subprocess.Popen, ready_file: Path, deadline: float,
-                workdir: str) -> dict[str, Any]:
-    while time.monotonic() < deadline:
-        if ready_file.exists():
-            return json.loads(ready_file.read_text())
-        if launcher.poll() is not None:
-            tail = Path(workdir, "launcher.log").read_text(errors="replace")[-2000:]
-            return {"ready": False, "error": {"code": "INIT_ERROR",
-                                              "message": f"the launcher exited early: {tail}"}}
-        time.sleep(0.01)
-    _stop_launcher(launcher)
-    return {"ready": False, "error": {"code": "TIMEOUT", "message": "the runtime did not start in time"}}
 
 
 def _stop_launcher(launcher: subprocess.Popen) -> None:

@@ -34,7 +34,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=2), st.dictionaries(st.sampled_from(KEYS), inner, max_size=2)), max_leaves=4)
 contents = st.one_of(st.dictionaries(st.sampled_from(KEYS), st.one_of(values, st.none()), max_size=3), scalars)
 patches = st.recursive(
-    st.one_of(scalars, st.none()),
+    st.one_of(scalars, st.none(), st.lists(scalars, max_size=2)),
     lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=3), max_leaves=5)
 tag_sets = st.frozensets(st.sampled_from(TAGS), max_size=2)
 

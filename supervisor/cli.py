@@ -1,0 +1,303 @@
+"""The daemon's command line: ``python run.py COMMAND``.
+
+    start [--config F]        start the runtime in the background; returns once it is ready
+    serve [--config F]        the same in the foreground (systemd, containers); SIGTERM stops it
+    stop [--drain S]          graceful stop: drain tasks, release models, end every process
+    status [--json]           services, their state and figures; the context store
+    submit TYPE [...]         run one task and print its result
+    context store|get|query|delete|stats ...
+    logs [--tail N]           where the logs are (and their last lines)
+    check-config F            validate a config file without starting anything
+
+Every command finds the runtime by ``--port``, else by the admin port in
+``--config``, else on 19500.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from messages import Task
+from messages.context import ContextFilter, ContextItem
+from messages.errors import GrymError
+
+from .config import SystemConfig, default_config
+from .launcher import (
+    port_in_use, project_env, runtime_processes, serve, wait_ready,
+)
+from .system import ServiceSystem
+from .toml_config import load_config, read_config
+
+DEFAULT_PORT = 19500
+
+
+# -- finding the configuration and the runtime -----------------------------------------
+def daemon_config(args: argparse.Namespace) -> tuple[dict[str, Any], SystemConfig]:
+    """The raw and validated config: the file (or the embedded default), with the
+    --port override, and the metrics endpoint on unless the file says otherwise."""
+    if args.config:
+        load_config(args.config)  # errors with file and line
+        raw = read_config(args.config)
+    else:
+        raw = default_config()
+    raw.setdefault("system", {})
+    if args.port:
+        raw["system"]["admin_port"] = args.port
+    raw["system"].setdefault("admin_port", DEFAULT_PORT)
+    raw.setdefault("metrics", {}).setdefault("enabled", True)
+    return raw, SystemConfig.from_dict(raw)
+
+
+def admin_port(args: argparse.Namespace) -> int:
+    if args.port:
+        return args.port
+    if args.config:
+        return load_config(args.config).system.admin_port
+    return DEFAULT_PORT
+
+
+def connect(args: argparse.Namespace) -> ServiceSystem:
+    return ServiceSystem.connect(admin_port(args))
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_start(args: argparse.Namespace) -> int:
+    raw, config = daemon_config(args)
+    port = config.system.admin_port
+    if port_in_use(config.system.bind_address, port):
+        print(f"a runtime is already running on port {port} (stop it with: run.py stop "
+              f"--port {port})", file=sys.stderr)
+        return 1
+    run_dir = config.log_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file, ready_file = run_dir / "config.json", run_dir / "ready.json"
+    config_file.write_text(json.dumps(raw))
+    ready_file.unlink(missing_ok=True)
+    output = run_dir / "launcher.out"
+    with open(output, "ab") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
+             "--ready-file", str(ready_file)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=os.getcwd(),
+            env=project_env(), start_new_session=True)  # outlives this command
+    status = wait_ready(launcher, ready_file, time.monotonic() + config.system.start_timeout_s + 10,
+                        output)
+    if not status.get("ready"):
+        error = status.get("error", {})
+        print(f"could not start: {error.get('code')}: {error.get('message')}", file=sys.stderr)
+        if launcher.poll() is None:
+            launcher.terminate()
+        return 2
+    (run_dir / "grym.pid").write_text(str(launcher.pid))
+    metrics = (f"; metrics http://{config.metrics.bind_address}:{status['metrics_port']}/metrics"
+               if status.get("metrics_port") else "")
+    print(f"started: admin port {port}, pid {launcher.pid}{metrics}; logs in {run_dir}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _, config = daemon_config(args)
+    return serve(config, foreground=True, log_format="console")
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    port = admin_port(args)
+    if not port_in_use("127.0.0.1", port):
+        print(f"no runtime is running on port {port}")
+        return 0
+    system = ServiceSystem.connect(port)
+    run_dir = Path(system.refresh().log_dir) if system.info.log_dir else None
+    marker = str(run_dir / "config.json") if run_dir else None
+    system.shutdown(drain_s=args.drain)
+    deadline = time.monotonic() + args.drain + 20
+    while marker and runtime_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = runtime_processes(marker) if marker else []
+    if left:
+        print(f"stopped, but {len(left)} processes are still alive: {[p.pid for p in left]}",
+              file=sys.stderr)
+        return 1
+    print(f"stopped the runtime on port {port}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with connect(args) as system:
+        infos = {s.name: s for s in system.services()}
+        metrics = {m.name: m for m in system.metrics()}
+        try:
+            stats = system.context.stats()
+        except GrymError:
+            stats = None
+    rows = []
+    for name, info in infos.items():
+        m = metrics.get(name)
+        rows.append({"service": name, "kind": info.kind, "state": info.status.value,
+                     "restarts": info.restarts, "pid": info.pid,
+                     "queue": m.queue_depth if m else None, "requests": m.requests if m else None,
+                     "errors": m.errors if m else None,
+                     "p50_ms": round(m.latency_p50_ms, 2) if m else None,
+                     "p99_ms": round(m.latency_p99_ms, 2) if m else None,
+                     "rss_mb": round(m.rss_bytes / 1e6, 1) if m else None,
+                     "last_error": info.last_error})
+    context = None if stats is None else {"items": stats.items, "bytes": stats.bytes,
+                                          "evictions": stats.evictions,
+                                          "expirations": stats.expirations}
+    if args.json:
+        print(json.dumps({"services": rows, "context": context}, indent=2))
+        return 0
+    header = ("service", "kind", "state", "restarts", "queue", "requests", "errors", "p50_ms",
+              "p99_ms", "rss_mb")
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in header]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(str(r[h]).ljust(w) for h, w in zip(header, widths)))
+    if context:
+        print(f"\ncontext store: {context['items']} items, {context['bytes'] / 1e6:.2f} MB, "
+              f"{context['evictions']} evicted, {context['expirations']} expired")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    if args.file:
+        data: Any = Path(args.file).read_bytes()
+    elif args.data is not None:
+        data = json.loads(args.data)
+    else:
+        data = None
+    task = Task(id=args.id or f"cli-{uuid.uuid4().hex[:12]}", type=args.type, data=data,
+                timeout_s=args.timeout, store_results=args.store)
+    with connect(args) as system:
+        result = (system.get_service(args.service).execute_task(task) if args.service
+                  else system.router.route_task(task))
+    print(json.dumps({"task_id": result.task_id, "status": result.status.value,
+                      "error": None if result.error is None else
+                      {"code": result.error.code.value, "message": result.error.message},
+                      "data": printable(result.data),
+                      "metrics_ms": {k: round(v, 3) for k, v in vars(result.metrics).items()}},
+                     indent=2))
+    return 0 if result.ok else 3
+
+
+def cmd_context(args: argparse.Namespace) -> int:
+    with connect(args) as system:
+        ctx = system.context
+        if args.action == "store":
+            reply = ctx.store(ContextItem(
+                type=args.type, content=json.loads(args.content), source=args.source,
+                priority=args.priority, tags=frozenset(filter(None, args.tags.split(","))),
+                task_id=args.task_id, ttl_s=args.ttl))
+        elif args.action == "get":
+            reply = ctx.retrieve(args.id).to_dict()
+        elif args.action == "delete":
+            reply = ctx.delete(args.id)
+        elif args.action == "stats":
+            reply = ctx.stats()
+        else:
+            items = ctx.query(ContextFilter(
+                types=frozenset(args.type.split(",")) if args.type else None,
+                task_id=args.task_id, limit=args.limit))
+            reply = {"total": items.total, "items": [i.to_dict() for i in items.items]}
+    print(json.dumps(printable(reply), indent=2, default=str))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    config = SystemConfig.from_dict({"system": {"admin_port": admin_port(args)}}) \
+        if not args.config else load_config(args.config)
+    log_dir = config.log_dir()
+    print(f"logs: {log_dir}/grym.log (JSON lines), {log_dir}/thespian.log, "
+          f"{log_dir}/launcher.out")
+    log_file = log_dir / "grym.log"
+    if args.tail and log_file.exists():
+        print("".join(log_file.read_text(errors="replace").splitlines(True)[-args.tail:]), end="")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: valid; services: {', '.join(config.services) or 'none'}; "
+          f"admin port {config.system.admin_port}")
+    return 0
+
+
+def printable(value: Any) -> Any:
+    """JSON-friendly: arrays become a short description, dataclasses dicts."""
+    if isinstance(value, np.ndarray):
+        head = value.ravel()[:4].tolist()
+        return {"array": list(value.shape), "dtype": str(value.dtype), "first": head}
+    if isinstance(value, dict):
+        return {str(k): printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": len(value)}
+    if hasattr(value, "__dataclass_fields__"):
+        return printable({k: getattr(value, k) for k in value.__dataclass_fields__})
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+# -- parsing ------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n\n")[1:]))
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="a TOML config file")
+    common.add_argument("--port", type=int, help="the runtime's admin port")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("start", parents=[common], help="start in the background")
+    sub.add_parser("serve", parents=[common], help="run in the foreground")
+    stop = sub.add_parser("stop", parents=[common], help="graceful stop")
+    stop.add_argument("--drain", type=float, default=10.0, help="seconds to finish tasks")
+    status = sub.add_parser("status", parents=[common], help="services and figures")
+    status.add_argument("--json", action="store_true")
+    submit = sub.add_parser("submit", parents=[common], help="run one task")
+    submit.add_argument("type", help="task type, e.g. speech-to-text or echo")
+    submit.add_argument("--data", help="task data as JSON")
+    submit.add_argument("--file", help="task data from a file, as bytes (e.g. a WAV file)")
+    submit.add_argument("--service", help="run on this service, not through the route table")
+    submit.add_argument("--id", help="task id (default: a new one)")
+    submit.add_argument("--timeout", type=float, default=None)
+    submit.add_argument("--store", action="store_true", help="store the result as task_history")
+    context = sub.add_parser("context", parents=[common], help="the context store")
+    context.add_argument("action", choices=("store", "get", "query", "delete", "stats"))
+    context.add_argument("id", nargs="?", help="item id (get, delete)")
+    context.add_argument("--type", help="item type (store); types, comma separated (query)")
+    context.add_argument("--content", default="{}", help="JSON content (store)")
+    context.add_argument("--source", default="cli")
+    context.add_argument("--priority", default="normal")
+    context.add_argument("--tags", default="")
+    context.add_argument("--task-id", default=None)
+    context.add_argument("--ttl", type=float, default=None)
+    context.add_argument("--limit", type=int, default=20)
+    logs = sub.add_parser("logs", parents=[common], help="where the logs are")
+    logs.add_argument("--tail", type=int, default=0)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file")
+    return p
+
+
+COMMANDS = {"start": cmd_start, "serve": cmd_serve, "stop": cmd_stop, "status": cmd_status,
+            "submit": cmd_submit, "context": cmd_context, "logs": cmd_logs,
+            "check-config": cmd_check_config}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except GrymError as exc:
+        print(f"{exc.code.value}: {exc.message}", file=sys.stderr)
+        return 2

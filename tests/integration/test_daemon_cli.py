@@ -1,0 +1,113 @@
+"""The daemon driven through its command line, as a person would."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from supervisor.launcher import project_env, runtime_processes
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "run.py", *args], capture_output=True, text=True,
+                         timeout=90, env=project_env())
+    if check:
+        assert out.returncode == 0, f"run.py {' '.join(args)}: {out.stdout}{out.stderr}"
+    return out
+
+
+@pytest.fixture
+def daemon_config(tmp_path):
+    port = free_port()
+    config = tmp_path / "grym.toml"
+    config.write_text(f"""
+[system]
+admin_port = {port}
+log_dir = "{tmp_path / 'logs'}"
+
+[services.echo]
+kind = "echo"
+eager = true
+
+[context]
+persistence = "sqlite"
+path = "{tmp_path / 'context.db'}"
+
+[metrics]
+port = {free_port()}
+""")
+    yield config, tmp_path / "logs"
+    # Whatever happened, leave nothing running.
+    subprocess.run([sys.executable, "run.py", "stop", "--config", str(config)],
+                   capture_output=True, timeout=60, env=project_env())
+    for proc in runtime_processes(str(tmp_path / "logs" / "config.json")):
+        proc.kill()
+
+
+def test_start_status_submit_context_stop_restart(daemon_config):
+    config, logs = daemon_config
+    c = ("--config", str(config))
+    assert "started" in cli("start", *c).stdout
+    again = cli("start", *c, check=False)
+    assert again.returncode == 1 and "already running" in again.stderr
+    status = json.loads(cli("status", "--json", *c).stdout)
+    assert status["services"][0]["state"] == "online"
+    assert "echo" in cli("status", *c).stdout
+    result = json.loads(cli("submit", "echo", "--data", '{"x": 1}', *c).stdout)
+    assert result["status"] == "completed" and result["data"] == {"x": 1}
+    bad = cli("submit", "nope", *c, check=False)
+    assert bad.returncode == 3 and "INVALID_TASK_TYPE" in bad.stdout
+    ack = json.loads(cli("context", "store", "--type", "prompt", "--content", '{"t": "kept"}',
+                         *c).stdout)
+    assert json.loads(cli("context", "get", ack["item_id"], *c).stdout)["content"] == {"t": "kept"}
+    assert "grym.log" in cli("logs", *c).stdout
+    marker = str(logs / "config.json")
+    assert len(runtime_processes(marker)) >= 5
+    assert "stopped" in cli("stop", *c).stdout
+    assert runtime_processes(marker) == []
+    # A new start finds the persisted context.
+    cli("start", *c)
+    assert json.loads(cli("context", "get", ack["item_id"], *c).stdout)["content"] == {"t": "kept"}
+    cli("stop", *c)
+    assert runtime_processes(marker) == []
+
+
+def test_serve_in_the_foreground_stops_on_sigterm(daemon_config):
+    config, logs = daemon_config
+    proc = subprocess.Popen([sys.executable, "run.py", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=project_env())
+    ready = json.loads(proc.stdout.readline())
+    assert ready["ready"] is True
+    assert json.loads(cli("status", "--json", "--config", str(config)).stdout)["services"]
+    processes = [p for p in psutil.process_iter() if p.pid != proc.pid
+                 and _is_child_tree(p, ready)]
+    proc.terminate()
+    assert proc.wait(30) == 0
+    time.sleep(0.5)
+    assert not cli("status", "--config", str(config), check=False).returncode == 0
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in processes)
+
+
+def _is_child_tree(proc: psutil.Process, ready: dict) -> bool:
+    try:
+        return any(c.laddr.port == ready["admin_port"] for c in proc.net_connections("inet")
+                   if c.status == psutil.CONN_LISTEN)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def test_check_config_names_key_and_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[services.asr]\nkind = "echo"\nmax_memory = "-1GB"\n')
+    out = cli("check-config", str(bad), check=False)
+    assert out.returncode == 2
+    assert f"{bad}:3: services.asr.max_memory" in out.stderr
+    assert cli("check-config", "examples/grym.toml").returncode == 0
