@@ -132,6 +132,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with connect(args) as system:
+        supervisor_pid = system.info.pid
         infos = {s.name: s for s in system.services()}
         metrics = {m.name: m for m in system.metrics()}
         try:
@@ -153,7 +154,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                                           "evictions": stats.evictions,
                                           "expirations": stats.expirations}
     if args.json:
-        print(json.dumps({"services": rows, "context": context}, indent=2))
+        print(json.dumps({"services": rows, "context": context, "supervisor_pid": supervisor_pid},
+                         indent=2))
         return 0
     header = ("service", "kind", "state", "restarts", "queue", "requests", "errors", "p50_ms",
               "p99_ms", "rss_mb")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import structlog
 
 from actors.logs import configure_logging
 from messages.errors import ConfigError, ErrorCode, GrymError, InitError
@@ -162,17 +163,25 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     signal.signal(signal.SIGINT, request_stop)
     try:
         asys, info = start_actor_system(config, log_format, log_to_file=not foreground)
-        metrics_port = start_metrics(config, asys, info)
+        metrics = start_metrics(config, asys, info)
     except Exception as exc:  # noqa: BLE001 - reported to whoever started us
         report(failure(exc), ready_file)
         return 2
     report({"ready": True, "pid": os.getpid(), "admin_port": config.system.admin_port,
-            "metrics_port": metrics_port, "log_dir": str(config.log_dir())}, ready_file)
+            "metrics_port": metrics[0] if metrics else None, "log_dir": str(config.log_dir())},
+           ready_file)
     _notify_systemd("READY=1")
     admin_pid = listening_pid(config.system.admin_port)
     while not stop["requested"] and alive(admin_pid):
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the embedding host died: take the system down with it
+        if not alive(info.pid):
+            # Nothing in Thespian restarts a top-level actor: we do, by starting
+            # the runtime again (persisted context is reloaded by the new one).
+            asys, info = restart_runtime(asys, config, log_format, foreground)
+            admin_pid = listening_pid(config.system.admin_port)
+            if metrics:
+                metrics[1].retarget(asys, info.supervisor)
         time.sleep(0.2)
     _notify_systemd("STOPPING=1")
     if alive(admin_pid):
@@ -180,14 +189,42 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     return 0
 
 
-def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo) -> int | None:
+def restart_runtime(asys: Any, config: SystemConfig, log_format: str, foreground: bool):
+    structlog.get_logger().error("supervisor_died_restarting_runtime")
+    try:
+        asys.shutdown()
+    except Exception:  # noqa: BLE001 - the admin may be in a bad way too
+        pass
+    for proc in forks_of_this_process():  # orphans of the dead supervisor
+        proc.kill()
+    deadline = time.monotonic() + 15
+    while port_in_use(config.system.bind_address, config.system.admin_port) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return start_actor_system(config, log_format, log_to_file=not foreground)
+
+
+def forks_of_this_process() -> list[psutil.Process]:
+    """Processes forked from this one (the admin and every actor share our command line)."""
+    me = psutil.Process()
+    cmdline = me.cmdline()
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != me.pid and proc.info.get("cmdline") == cmdline:
+            found.append(proc)
+    return found
+
+
+def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo):
+    """(port, collector) of the Prometheus endpoint, or None when it is off."""
     settings = config.metrics
     if not settings.enabled:
         return None
     from .observability import serve_metrics
     port = settings.port or config.system.admin_port + 1
-    serve_metrics(asys, info.supervisor, settings.bind_address, port, settings.scrape_timeout_s)
-    return port
+    collector = serve_metrics(asys, info.supervisor, settings.bind_address, port,
+                              settings.scrape_timeout_s)
+    return port, collector
 
 
 def _notify_systemd(state: str) -> None:

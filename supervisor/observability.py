@@ -36,6 +36,10 @@ class RuntimeCollector:
         self._scrape_errors = 0
         self._lock = threading.Lock()
 
+    def retarget(self, asys: Any, supervisor: Any) -> None:
+        """After the launcher restarted the runtime."""
+        self._asys, self._supervisor = asys, supervisor
+
     def collect(self) -> Iterator[Metric]:
         with self._asys.private() as endpoint:
             ask = lambda address, msg, kind: self._ask(endpoint, address, msg, kind)  # noqa: E731
@@ -142,10 +146,12 @@ def context_families(stats: ContextStats) -> Iterator[Metric]:
     yield from (items, size, evictions, expirations)
 
 
-def serve_metrics(asys: Any, supervisor: Any, address: str, port: int, timeout_s: float):
-    """Start the HTTP endpoint on ``address:port``; returns the server (``shutdown()`` it)."""
+def serve_metrics(asys: Any, supervisor: Any, address: str, port: int,
+                  timeout_s: float) -> RuntimeCollector:
+    """Serve the endpoint on ``address:port`` (a daemon thread) and return its collector."""
+    collector = RuntimeCollector(asys, supervisor, timeout_s)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(asys, supervisor, timeout_s))
-    server, _thread = start_http_server(port, addr=address, registry=registry)
+    registry.register(collector)
+    start_http_server(port, addr=address, registry=registry)
     log.info("metrics_serving", address=address, port=port)
-    return server
+    return collector

@@ -79,6 +79,27 @@ def test_start_status_submit_context_stop_restart(daemon_config):
     assert runtime_processes(marker) == []
 
 
+def test_the_launcher_restarts_a_dead_supervisor(daemon_config):
+    config, logs = daemon_config
+    c = ("--config", str(config))
+    cli("start", *c)
+    ack = json.loads(cli("context", "store", "--type", "prompt", "--content", "{}", *c).stdout)
+    old = json.loads(cli("status", "--json", *c).stdout)["supervisor_pid"]
+    psutil.Process(old).kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = cli("status", "--json", *c, check=False)
+        if out.returncode == 0 and json.loads(out.stdout)["supervisor_pid"] != old:
+            break
+        time.sleep(0.5)
+    status = json.loads(cli("status", "--json", *c).stdout)
+    assert status["supervisor_pid"] != old and status["services"][0]["state"] == "online"
+    assert json.loads(cli("submit", "echo", "--data", "1", *c).stdout)["data"] == 1
+    assert json.loads(cli("context", "get", ack["item_id"], *c).stdout)["type"] == "prompt"
+    cli("stop", *c)
+    assert runtime_processes(str(logs / "config.json")) == []
+
+
 def test_serve_in_the_foreground_stops_on_sigterm(daemon_config):
     config, logs = daemon_config
     proc = subprocess.Popen([sys.executable, "run.py", "serve", "--config", str(config)],
