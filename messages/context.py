@@ -286,8 +286,8 @@ def _require_item_id(value: Any) -> None:
     require_text(value, "item_id")
 
 
-def _require_filter(value: Any, field_name: str = "filter") -> None:
-    require(isinstance(value, ContextFilter), field_name, "must be a ContextFilter")
+def _require_filter(value: Any) -> None:
+    require(isinstance(value, ContextFilter), "filter", "must be a ContextFilter")
     value.validate()
 
 

@@ -153,7 +153,8 @@ class GetHealth(Message):
 @dataclass(frozen=True)
 class HealthReport(Message):
     statuses: Mapping[str, ServiceStatus]
-    events: tuple[HealthEvent, ...] = ()
+    events: tuple[HealthEvent, ...] = ()   # the most recent, oldest first
+    counts: Mapping[str, int] = field(default_factory=dict)  # every event so far, by kind
 
 
 # -- host -> router -------------------------------------------------------------------

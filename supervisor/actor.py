@@ -67,6 +67,7 @@ class Supervisor(GrymActor, Actor):
         self.heartbeat_seq = itertools.count(1)
         self.events: deque[HealthEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self.event_seq = itertools.count(1)
+        self.event_counts: dict[str, int] = {}
         self.subscribers: list[tuple[Any, frozenset[E]]] = []  # addresses are unhashable
         self.metrics_requests: dict[int, dict[str, Any]] = {}
         self.metrics_ids = itertools.count(1)
@@ -254,6 +255,7 @@ class Supervisor(GrymActor, Actor):
         event = HealthEvent(seq=next(self.event_seq), kind=kind, service=child.name,
                             status=status or child.status, reason=reason, at=time.time())
         self.events.append(event)
+        self.event_counts[kind.value] = self.event_counts.get(kind.value, 0) + 1
         self.log.info("health_event", kind=kind.value, service=child.name, reason=reason)
         for address, kinds in self.subscribers:
             if not kinds or kind in kinds:
@@ -278,7 +280,8 @@ class Supervisor(GrymActor, Actor):
 
     def on_get_health(self, msg: GetHealth, sender: Any) -> None:
         self.send(sender, HealthReport(
-            statuses={c.name: c.status for c in self._services()}, events=tuple(self.events)))
+            statuses={c.name: c.status for c in self._services()}, events=tuple(self.events),
+            counts=dict(self.event_counts)))
 
     # -- registry and discovery ------------------------------------------------------------
     def on_get_service(self, msg: GetService, sender: Any) -> None:

@@ -97,12 +97,9 @@ def service_families(info: SystemInfo, metrics: MetricsReport | None) -> Iterato
 
 
 def health_family(health: HealthReport) -> Metric:
-    counts: dict[str, int] = {}
-    for event in health.events:
-        counts[event.kind.value] = counts.get(event.kind.value, 0) + 1
-    family = CounterMetricFamily("grym_health_events", "Health events (the recent log)",
-                                 labels=["kind"])
-    for kind, n in sorted(counts.items()):
+    family = CounterMetricFamily("grym_health_events", "Health events since the supervisor "
+                                 "started", labels=["kind"])
+    for kind, n in sorted(health.counts.items()):
         family.add_metric([kind], n)
     return family
 

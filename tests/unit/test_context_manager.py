@@ -99,6 +99,19 @@ def test_context_is_scoped_by_task_priority_and_filter(m):
     assert other_types.item_ids == () and other_types.data["channels"] == 1
 
 
+def test_a_task_gets_the_shared_items_under_its_own(m, clock):
+    m.store(item("audio_parameters", {"sample_rate": 8000, "language": "fr"}))  # no task: shared
+    clock.advance(1)
+    m.store(item("audio_parameters", {"sample_rate": 22050}, task_id="t1"))
+    clock.advance(1)
+    m.store(item("audio_parameters", {"language": "de"}, task_id="t2"))
+    t1 = m.get_context_for_model("wav2vec2", task_id="t1")
+    assert (t1.data["sample_rate"], t1.data["language"]) == (22050, "fr")
+    assert len(t1.item_ids) == 2  # t2's item is not in it
+    t3 = m.get_context_for_model("wav2vec2", task_id="t3")
+    assert (t3.data["sample_rate"], t3.data["language"]) == (8000, "fr")
+
+
 def test_the_request_ref_is_echoed(m):
     assert m.get_context_for_model("wav2vec2", ref=17).ref == 17
 
