@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -27,9 +28,10 @@ import structlog
 from thespian.actors import ActorSystem, PoisonMessage
 
 from messages.context import (
-    ContextAck, ContextFilter, ContextItem, ContextItemReply, ContextItems, ContextStats,
-    DeleteContext, GetContextForModel, GetContextStats, ModelContext, QueryContext,
-    RetrieveContext, StoreContext, UpdateContext,
+    ContextAck, ContextChange, ContextFilter, ContextItem, ContextItemReply, ContextItems,
+    ContextStats, ContextSubscribed, DeleteContext, GetContextForModel, GetContextStats,
+    ModelContext, QueryContext, RetrieveContext, StoreContext, SubscribeContext,
+    UnsubscribeContext, UpdateContext,
 )
 from messages.errors import (
     ConfigError, ErrorInfo, ExecutionError, GrymError, InitError, InvalidInput, ServiceUnavailable,
@@ -380,6 +382,78 @@ class ContextHandle:
 
     def stats(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextStats:
         return self._ask(GetContextStats(), timeout)
+
+    def subscribe(self, filter: ContextFilter | None = None, since_seq: int | None = None,
+                  timeout: float = DEFAULT_CALL_TIMEOUT_S) -> "ContextSubscription":
+        """Changes that match ``filter``, in order; ``since_seq`` replays logged ones first."""
+        return ContextSubscription(self._system, filter or ContextFilter(), since_seq, timeout)
+
+
+class ContextSubscription:
+    """A stream of ContextChange messages, read by a thread of its own.
+
+    The thread keeps its endpoint listening: changes sent to an endpoint that
+    nobody reads pile up in Thespian's transmit queue and would stall the
+    context actor for everyone. ``next(timeout)`` returns the next change (or
+    None); ``seq`` is the last one seen, so after a context actor restart a new
+    subscription with ``since_seq=seq`` picks up what was missed (``gap`` says
+    when the change log no longer reaches back that far).
+    """
+
+    def __init__(self, system: ServiceSystem, filter: ContextFilter, since_seq: int | None,
+                 timeout: float):
+        self._asys, self._context = system._asys, system.info.context
+        self._changes: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._reply: Any = None
+        self._thread = threading.Thread(target=self._listen, args=(filter, since_seq, timeout),
+                                        name="grym-context-subscription", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout + 1)
+        reply = self._reply
+        if not isinstance(reply, ContextSubscribed):
+            self._stop.set()
+            if isinstance(reply, ErrorReply):
+                raise reply.error.to_exception()
+            raise TaskTimeout(f"the context actor did not confirm the subscription in {timeout:g} s")
+        self.id, self.gap = reply.subscription_id, reply.gap
+        self.seq = reply.seq if since_seq is None else since_seq
+        for change in reply.missed:
+            self._changes.put(change)
+
+    def _listen(self, filter: ContextFilter, since_seq: int | None, timeout: float) -> None:
+        with self._asys.private() as endpoint:
+            self._reply = endpoint.ask(self._context, SubscribeContext(filter, since_seq), timeout)
+            self._ready.set()
+            if not isinstance(self._reply, ContextSubscribed):
+                return
+            while not self._stop.is_set():
+                msg = endpoint.listen(0.1)
+                if isinstance(msg, ContextChange) and msg.subscription_id == self._reply.subscription_id:
+                    self._changes.put(msg)
+            try:
+                endpoint.tell(self._context, UnsubscribeContext(self._reply.subscription_id))
+            except Exception:  # noqa: BLE001 - the context actor may be gone
+                pass
+
+    def next(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextChange | None:
+        try:
+            change = self._changes.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.seq = change.seq
+        return change
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+    def __enter__(self) -> "ContextSubscription":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class HealthMonitor:

@@ -56,3 +56,24 @@ def test_acknowledged_writes_survive_kill_9_of_the_context_actor(start_system, t
     # The router was told the new address: routed tasks still get context.
     result = system.router.route_task(Task(id="after", type="echo", data=1))
     assert result.ok and result.metrics.context_fetch_ms > 0
+
+
+def test_a_subscriber_sees_every_matching_change_once_in_order(start_system):
+    system = start_system({"services": {"echo": {"kind": "echo", "eager": True}}})
+    with system.context.subscribe(ContextFilter(types=frozenset({"prompt"}))) as sub:
+        acks = [system.context.store(ContextItem(type="prompt", content={"i": i}, source="host"))
+                for i in range(20)]
+        system.context.store(ContextItem(type="features", content={}, source="host"))  # no match
+        system.context.update(acks[0].item_id, {"content": {"i": 100}})
+        system.context.delete(acks[1].item_id)
+        changes = [sub.next(timeout=5) for _ in range(22)]
+        assert sub.next(timeout=0.3) is None  # nothing more: the features item did not match
+    kinds = [c.kind.value for c in changes]
+    assert kinds == ["stored"] * 20 + ["updated", "deleted"]
+    seqs = [c.seq for c in changes]
+    assert seqs == sorted(set(seqs)), "each change once, in order"
+    # A subscriber that was away asks for what it missed since a sequence number.
+    with system.context.subscribe(ContextFilter(types=frozenset({"prompt"})),
+                                  since_seq=seqs[9]) as late:
+        replayed = [late.next(timeout=5).seq for _ in range(12)]
+    assert replayed == seqs[10:]
