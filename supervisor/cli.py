@@ -88,7 +88,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
              "--ready-file", str(ready_file)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=os.getcwd(),
-            env=project_env(), start_new_session=True)  # outlives this command
+            env=project_env(runtime_id=str(config_file)),
+            start_new_session=True)  # outlives this command
     status = wait_ready(launcher, ready_file, time.monotonic() + config.system.start_timeout_s + 10,
                         output)
     if not status.get("ready"):

@@ -97,14 +97,22 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
+RUNTIME_ID = "GRYM_RUNTIME_ID"
+
+
 def runtime_processes(marker: str) -> list[psutil.Process]:
-    """Every process of one runtime: the launcher and all it forked share its command
-    line, which names that runtime's own config file (``marker``)."""
+    """Every process of one runtime: whoever starts a launcher gives it an environment
+    variable naming that runtime (``marker``, its config file), which every process
+    forked or spawned from it inherits."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if marker in cmdline and proc.pid != os.getpid():
-            found.append(proc)
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(RUNTIME_ID) == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
     return found
 
 
@@ -115,11 +123,15 @@ def alive(pid: int | None) -> bool:
         return False
 
 
-def project_env() -> dict[str, str]:
-    """The environment for a launcher: it imports this checkout even when not installed."""
+def project_env(runtime_id: str | None = None) -> dict[str, str]:
+    """The environment for a launcher: it imports this checkout even when not installed,
+    and (``runtime_id``) carries the name that ``runtime_processes`` finds its processes by."""
     root = str(Path(__file__).resolve().parent.parent)
     existing = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": root if not existing else f"{root}{os.pathsep}{existing}"}
+    env = {**os.environ, "PYTHONPATH": root if not existing else f"{root}{os.pathsep}{existing}"}
+    if runtime_id:
+        env[RUNTIME_ID] = runtime_id
+    return env
 
 
 def wait_ready(launcher: Any, ready_file: Path, deadline: float, output: Path) -> dict[str, Any]:
@@ -205,14 +217,13 @@ def restart_runtime(asys: Any, config: SystemConfig, log_format: str, foreground
 
 
 def forks_of_this_process() -> list[psutil.Process]:
-    """Processes forked from this one (the admin and every actor share our command line)."""
-    me = psutil.Process()
-    cmdline = me.cmdline()
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if proc.pid != me.pid and proc.info.get("cmdline") == cmdline:
-            found.append(proc)
-    return found
+    """The admin and every actor started from this launcher."""
+    marker = os.environ.get(RUNTIME_ID)
+    if marker:
+        return runtime_processes(marker)
+    me = psutil.Process()  # started by hand: its forks share its command line
+    return [p for p in psutil.process_iter(["cmdline"])
+            if p.pid != me.pid and p.info.get("cmdline") == me.cmdline()]
 
 
 def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo):

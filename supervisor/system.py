@@ -98,7 +98,7 @@ class ServiceSystem:
              "--ready-file", str(ready_file), "--parent-pid", str(os.getpid()),
              "--log-format", log_format],
             stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, cwd=os.getcwd(),
-            env=project_env())
+            env=project_env(runtime_id=str(config_file)))
         stdio.close()
         deadline = time.monotonic() + (timeout or sys_cfg.start_timeout_s + 10)
         status = wait_ready(launcher, ready_file, deadline, Path(workdir.name, "launcher.log"))

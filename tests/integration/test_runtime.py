@@ -190,3 +190,16 @@ def test_junk_messages_get_typed_errors(start_system):
         with pytest.raises(InvalidInput):
             system.ask(system.info.router, junk, 5)
     assert system.router.route_task(Task(id="t", type="echo", data=1)).ok
+
+
+def test_spawn_start_method_for_cuda_deployments(start_system):
+    # CUDA cannot start in a forked process; spawn starts each actor in a fresh interpreter.
+    system = start_system({"system": {"start_method": "spawn"},
+                           "services": {"echo": {"kind": "echo", "eager": True}}})
+    assert system.router.route_task(Task(id="t", type="echo", data=1)).unwrap() == 1
+    pid = system.services()[0].pid
+    # A fresh interpreter, not a fork of the launcher (which would share its command line).
+    assert psutil.Process(pid).cmdline() != psutil.Process(system._launcher.pid).cmdline()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: system.router.route_task(Task(id="again", type="echo", data=2)).ok,
+               timeout=15)
