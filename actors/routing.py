@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from messages.errors import (
     InvalidTaskType, Overloaded, ServiceNotFound, ServiceUnavailable, ShuttingDown,

@@ -34,14 +34,13 @@ from messages.context import (
     UnsubscribeContext, UpdateContext,
 )
 from messages.errors import (
-    ConfigError, ErrorInfo, ExecutionError, GrymError, InitError, InvalidInput, ServiceUnavailable,
+    ConfigError, ErrorInfo, ExecutionError, GrymError, InvalidInput, ServiceUnavailable,
     TaskTimeout,
 )
 from messages.service import ServiceStatus
 from messages.system import (
     ErrorReply, ExecuteTask, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
-    HealthEvent, HealthReport, ListServices, MetricsReport, ServiceInfo, ServiceList,
-    ShutdownSystem, Subscribed, SubscribeHealth, SystemInfo, SystemStopped, UnsubscribeHealth,
+    HealthEvent, HealthReport, ListServices, MetricsReport, ServiceInfo, ShutdownSystem, Subscribed, SubscribeHealth, SystemInfo, UnsubscribeHealth,
 )
 from messages.task import Task, TaskResult
 

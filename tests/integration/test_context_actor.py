@@ -33,7 +33,6 @@ def test_context_errors_are_typed(start_system):
     system = start_system({"services": {"echo": {"kind": "echo", "eager": True}}})
     with pytest.raises(NotFound):
         system.context.retrieve("no-such-id")
-    from messages.context import UpdateContext
     ack = system.context.store(ContextItem(type="prompt", content={"text": "a"}, source="host"))
     with pytest.raises(Exception) as err:
         system.context.update(ack.item_id, {"content": {"text": "b"}},

@@ -5,7 +5,7 @@ import pytest
 
 from actors.batching import BatchPolicy, Queued, TaskQueue
 from actors.routing import Pending, PendingTasks, RouteTable
-from messages import ErrorCode, Task
+from messages import Task
 from messages.errors import InvalidTaskType, Overloaded, ServiceNotFound, ServiceUnavailable, ShuttingDown
 from messages.service import HeartbeatAck, ServiceStatus
 from messages.system import ServiceDirectoryUpdate
