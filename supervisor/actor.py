@@ -238,12 +238,16 @@ class Supervisor(GrymActor, Actor):
                 self._event(E.SERVICE_UNHEALTHY, child, verdict.reason, S.UNHEALTHY)
                 self._child_down(child, f"was killed: {verdict.reason}",
                                  ErrorCode.TIMEOUT if hung else ErrorCode.SERVICE_UNAVAILABLE)
-            elif child.role == "service" and child.status in (S.ONLINE, S.DEGRADED) \
-                    and verdict.state is not child.status:
-                kind = E.SERVICE_DEGRADED if verdict.state is S.DEGRADED else E.SERVICE_RECOVERED
-                child.status = verdict.state
-                self._event(kind, child, verdict.reason)
-                self._publish(child)
+            elif child.role == "service" and child.status in (S.ONLINE, S.DEGRADED):
+                cause = verdict.reason.split()[0]  # "missed", "error", "memory", ...
+                if verdict.state is not child.status:
+                    kind = E.SERVICE_DEGRADED if verdict.state is S.DEGRADED else E.SERVICE_RECOVERED
+                    child.status = verdict.state
+                    self._event(kind, child, verdict.reason)
+                    self._publish(child)
+                elif verdict.state is S.DEGRADED and cause != child.degraded_cause:
+                    self._event(E.SERVICE_DEGRADED, child, verdict.reason)  # still, for another reason
+                child.degraded_cause = cause if verdict.state is S.DEGRADED else None
 
     def on_ack(self, msg: HeartbeatAck, sender: Any) -> None:
         child = self._child_at(sender)

@@ -31,6 +31,7 @@ class Child:
     status: ServiceStatus = ServiceStatus.OFFLINE
     was_initialized: bool = False      # restart it loaded, as it was
     last_error: str | None = None
+    degraded_cause: str | None = None  # first word of the reason, to report a new cause once
     waiters: list[Any] = field(default_factory=list)  # GetService callers waiting for init
 
     @classmethod
