@@ -14,7 +14,7 @@ from typing import Any
 from thespian.actors import Actor, WakeupMessage
 
 from messages.context import ContextItem, GetContextForModel, ModelContext, StoreContext
-from messages.errors import ErrorCode, ErrorInfo, GrymError, TaskTimeout
+from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, TaskTimeout
 from messages.service import ServiceTask, ServiceTaskDone
 from messages.system import (
     Drain, DrainDone, ErrorReply, ExecuteTask, GetRoutes, RouterSetup, ServiceDirectoryUpdate,
@@ -27,6 +27,10 @@ from .router_metrics import GetRouterMetrics, RouterMetrics
 from .routing import Pending, PendingTasks, RouteTable
 
 CONTEXT_FETCH_TIMEOUT_S = 0.5  # past this a task runs without context rather than wait
+
+
+class PermissionDenied(InvalidInput):
+    """A control message from someone other than the supervisor."""
 
 
 class TaskRouter(GrymActor, Actor):
@@ -43,6 +47,7 @@ class TaskRouter(GrymActor, Actor):
         self.pending = PendingTasks()
         self.ids = itertools.count(1)
         self.context = None
+        self.supervisor = None
         self.fetch_context: frozenset[str] = frozenset()
         self.default_timeout_s = 30.0
         self.timer_at: float | None = None
@@ -52,11 +57,13 @@ class TaskRouter(GrymActor, Actor):
 
     # -- set-up from the supervisor -----------------------------------------------
     def on_setup(self, msg: RouterSetup, sender: Any) -> None:
+        self._from_supervisor(sender, first=True)
         self.table.routes = dict(msg.routes)
         self.context, self.fetch_context = msg.context, msg.fetch_context
         self.default_timeout_s = msg.default_timeout_s
 
     def on_directory(self, msg: ServiceDirectoryUpdate, sender: Any) -> None:
+        self._from_supervisor(sender)
         if msg.name == "context":
             self.context = msg.address
             return
@@ -67,6 +74,13 @@ class TaskRouter(GrymActor, Actor):
                 self._finish(p, TaskResult.failure(p.task.id, ErrorInfo(
                     code, f"service {msg.name!r} {msg.lost_reason} while running task "
                           f"{p.task.id!r}", {"service": msg.name})))
+
+    def _from_supervisor(self, sender: Any, first: bool = False) -> None:
+        """Set-up and directory changes come from the supervisor that set us up, only."""
+        if first and self.supervisor is None:
+            self.supervisor = sender
+        elif sender != self.supervisor:
+            raise PermissionDenied("only the supervisor changes the router's set-up")
 
     def on_get_routes(self, msg: GetRoutes, sender: Any) -> None:
         self.send(sender, dict(self.table.routes))
@@ -213,6 +227,7 @@ class TaskRouter(GrymActor, Actor):
             {"service": p.service, "stage": p.stage}).info())
 
     def on_drain(self, msg: Drain, sender: Any) -> None:
+        self._from_supervisor(sender)
         self.table.draining = True
         self.drain_waiter = sender
         if not self.pending:

@@ -30,6 +30,9 @@ class StartSystem(Message):
 
     config: Mapping[str, Any]
 
+    def validate(self) -> None:
+        require(isinstance(self.config, Mapping), "config", "must be a mapping")
+
 
 @dataclass(frozen=True)
 class GetSystemInfo(Message):
@@ -184,6 +187,13 @@ class RouterSetup(Message):
     fetch_context: frozenset[str]  # services whose tasks get context fetched
     default_timeout_s: float
 
+    def validate(self) -> None:
+        require(isinstance(self.routes, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.routes.items()),
+            "routes", "must map task types to service names")
+        require(isinstance(self.fetch_context, frozenset), "fetch_context", "must be a frozenset")
+        require_seconds(self.default_timeout_s, "default_timeout_s", allow_none=False)
+
 
 @dataclass(frozen=True)
 class ServiceDirectoryUpdate(Message):
@@ -203,6 +213,12 @@ class ServiceDirectoryUpdate(Message):
     lost_reason: str | None = None
     lost_code: str | None = None
 
+    def validate(self) -> None:
+        require_text(self.name, "name")
+        require(isinstance(self.status, ServiceStatus), "status", "must be a ServiceStatus")
+        require(isinstance(self.generation, int) and isinstance(self.max_queue, int),
+                "generation", "generation and max_queue must be integers")
+
 
 @dataclass(frozen=True)
 class ContextSetup(Message):
@@ -210,12 +226,18 @@ class ContextSetup(Message):
 
     settings: Mapping[str, Any]
 
+    def validate(self) -> None:
+        require(isinstance(self.settings, Mapping), "settings", "must be a mapping")
+
 
 @dataclass(frozen=True)
 class Drain(Message):
     """Supervisor -> router: refuse new tasks; answer DrainDone when none are in flight."""
 
     drain_s: float
+
+    def validate(self) -> None:
+        require_seconds(self.drain_s, "drain_s", allow_none=False)
 
 
 @dataclass(frozen=True)

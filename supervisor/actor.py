@@ -397,6 +397,8 @@ class Supervisor(GrymActor, Actor):
         self.wakeupAfter(msg.drain_s + 5.0, payload=("shutdown",))
 
     def on_drained(self, msg: DrainDone, sender: Any) -> None:
+        if not self.shutting_down or (sender is not None and sender != self.children["router"].address):
+            return  # only the router's answer to our own Drain moves a shutdown on
         for child in self._services():
             if child.address is not None:
                 child.status = S.STOPPING

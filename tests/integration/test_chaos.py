@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from messages import ErrorCode, Task, TaskResult
+from messages.base import Message
 from messages.context import ContextFilter, ContextItem, QueryContext, StoreContext
 from messages.errors import GrymError
-from messages.system import ExecuteTask, GetService, SubscribeHealth
+from messages.system import ExecuteTask, GetService, ShutdownSystem, SubscribeHealth
 from supervisor.system import REPLY_MARGIN_S
 from tests.conftest import wait_until
 
@@ -135,6 +136,24 @@ def _forge(cls, **fields):
 junk_values = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
                         st.binary(max_size=20), st.lists(st.integers(), max_size=3),
                         st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+def _message_classes() -> list[type]:
+    """Every message class the runtime defines (imported, so that all are registered)."""
+    import messages.context, messages.service, messages.system  # noqa: E401,F401
+    found, todo = [], [Message]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        # ShutdownSystem is a real command anyone on the machine may give (run.py stop).
+        if cls not in (Message, ShutdownSystem) and cls.__module__.startswith("messages."):
+            found.append(cls)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def _forged(cls: type) -> st.SearchStrategy:
+    names = [f.name for f in dataclasses.fields(cls)]
+    return st.fixed_dictionaries({n: junk_values for n in names}).map(lambda d: _forge(cls, **d))
+
+
 forged = st.one_of(
     st.builds(lambda v, p, t: _forge(Task, id=v, type=t, priority=p, metadata=v),
               junk_values, junk_values, junk_values),
@@ -143,6 +162,7 @@ forged = st.one_of(
     st.builds(lambda v: _forge(QueryContext, filter=v), junk_values),
     st.builds(lambda v: _forge(GetService, name=v, initialize=v), junk_values),
     st.builds(lambda v: _forge(SubscribeHealth, kinds=v, since=v), junk_values),
+    st.one_of([_forged(cls) for cls in _message_classes()]),
     junk_values,
 )
 
@@ -152,7 +172,7 @@ def test_generated_junk_gets_typed_errors_and_actors_live(start_system):
     info = system.info
     targets = {"router": info.router, "context": info.context, "supervisor": info.supervisor}
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(msg=forged, target=st.sampled_from(sorted(targets)))
     def check(msg, target):
         try:
