@@ -47,7 +47,7 @@ class TaskRouter(GrymActor, Actor):
         self.pending = PendingTasks()
         self.ids = itertools.count(1)
         self.context = None
-        self.supervisor = None
+        self.token: str | None = None
         self.fetch_context: frozenset[str] = frozenset()
         self.default_timeout_s = 30.0
         self.timer_at: float | None = None
@@ -57,13 +57,15 @@ class TaskRouter(GrymActor, Actor):
 
     # -- set-up from the supervisor -----------------------------------------------
     def on_setup(self, msg: RouterSetup, sender: Any) -> None:
-        self._from_supervisor(sender, first=True)
+        if self.token is None:
+            self.token = msg.token
+        self._from_supervisor(msg)
         self.table.routes = dict(msg.routes)
         self.context, self.fetch_context = msg.context, msg.fetch_context
         self.default_timeout_s = msg.default_timeout_s
 
     def on_directory(self, msg: ServiceDirectoryUpdate, sender: Any) -> None:
-        self._from_supervisor(sender)
+        self._from_supervisor(msg)
         if msg.name == "context":
             self.context = msg.address
             return
@@ -75,11 +77,13 @@ class TaskRouter(GrymActor, Actor):
                     code, f"service {msg.name!r} {msg.lost_reason} while running task "
                           f"{p.task.id!r}", {"service": msg.name})))
 
-    def _from_supervisor(self, sender: Any, first: bool = False) -> None:
-        """Set-up and directory changes come from the supervisor that set us up, only."""
-        if first and self.supervisor is None:
-            self.supervisor = sender
-        elif sender != self.supervisor:
+    def _from_supervisor(self, msg: Any) -> None:
+        """Set-up and directory changes come from the supervisor that set us up, only.
+
+        They carry its token (sender addresses do not compare reliably across
+        start methods). Not a defence against someone who can reach the ports,
+        who can run code anyway: a guard against stray and malformed messages."""
+        if self.token is None or msg.token != self.token:
             raise PermissionDenied("only the supervisor changes the router's set-up")
 
     def on_get_routes(self, msg: GetRoutes, sender: Any) -> None:
@@ -227,7 +231,7 @@ class TaskRouter(GrymActor, Actor):
             {"service": p.service, "stage": p.stage}).info())
 
     def on_drain(self, msg: Drain, sender: Any) -> None:
-        self._from_supervisor(sender)
+        self._from_supervisor(msg)
         self.table.draining = True
         self.drain_waiter = sender
         if not self.pending:
@@ -237,5 +241,5 @@ class TaskRouter(GrymActor, Actor):
 
     def _drain_done(self, timed_out: int) -> None:
         waiter, self.drain_waiter = self.drain_waiter, None
-        self.send(waiter, DrainDone(answered_with_timeout=timed_out))
+        self.send(waiter, DrainDone(answered_with_timeout=timed_out, token=self.token))
 

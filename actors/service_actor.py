@@ -132,7 +132,7 @@ class ServiceActor(GrymActor, Actor):
 
     def on_shutdown(self, msg: Shutdown, sender: Any) -> None:
         self._require_configured()
-        if sender != self.supervisor:
+        if msg.token != self.spec.token:
             raise InitError("only the supervisor shuts a service down")
         self.shutdown_waiter = sender
         if self.status is not S.STOPPING:

@@ -58,6 +58,7 @@ class ConfigureService(Message):
     max_batch_delay_ms: float
     generation: int
     eager: bool = False
+    token: str = ""  # the supervisor's: a Shutdown must carry it
 
     def validate(self) -> None:
         require_text(self.name, "name")
@@ -75,6 +76,7 @@ class Shutdown(Message):
     """Refuse new work, finish what is running (up to drain_s), release the model."""
 
     drain_s: float = 5.0
+    token: str = ""
 
     def validate(self) -> None:
         require_seconds(self.drain_s, "drain_s", allow_none=False)

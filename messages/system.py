@@ -186,6 +186,7 @@ class RouterSetup(Message):
     context: Any
     fetch_context: frozenset[str]  # services whose tasks get context fetched
     default_timeout_s: float
+    token: str = ""  # the supervisor's: later control messages must carry it
 
     def validate(self) -> None:
         require(isinstance(self.routes, Mapping) and all(
@@ -212,6 +213,7 @@ class ServiceDirectoryUpdate(Message):
     task_timeout_s: float | None = None
     lost_reason: str | None = None
     lost_code: str | None = None
+    token: str = ""
 
     def validate(self) -> None:
         require_text(self.name, "name")
@@ -235,6 +237,7 @@ class Drain(Message):
     """Supervisor -> router: refuse new tasks; answer DrainDone when none are in flight."""
 
     drain_s: float
+    token: str = ""
 
     def validate(self) -> None:
         require_seconds(self.drain_s, "drain_s", allow_none=False)
@@ -243,3 +246,4 @@ class Drain(Message):
 @dataclass(frozen=True)
 class DrainDone(Message):
     answered_with_timeout: int = 0
+    token: str = ""

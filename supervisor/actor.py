@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
+import secrets
 import time
 from collections import deque
 from typing import Any
@@ -73,6 +74,8 @@ class Supervisor(GrymActor, Actor):
         self.metrics_ids = itertools.count(1)
         self.shutdown_waiter = None
         self.shutting_down = False
+        # Marks control messages as ours (see TaskRouter._from_supervisor).
+        self.token = secrets.token_hex(16)
 
     # -- start-up -----------------------------------------------------------------
     def on_start(self, msg: StartSystem, sender: Any) -> None:
@@ -121,7 +124,7 @@ class Supervisor(GrymActor, Actor):
             self.send(child.address, ConfigureService(
                 name=spec.name, kind=spec.kind, settings=spec.settings, max_queue=spec.max_queue,
                 max_batch_size=spec.max_batch_size, max_batch_delay_ms=spec.max_batch_delay_ms,
-                generation=child.generation,
+                generation=child.generation, token=self.token,
                 # Load at once if it was loaded before, or a caller is waiting for it.
                 eager=spec.eager or child.was_initialized or bool(child.waiters)))
             self._publish(child)
@@ -129,7 +132,7 @@ class Supervisor(GrymActor, Actor):
             self.send(child.address, ContextSetup(settings=dict(self.config.context)))
             child.status = S.ONLINE
             self._tell_router(ServiceDirectoryUpdate("context", child.address, S.ONLINE,
-                                                     child.generation, 0))
+                                                     child.generation, 0, token=self.token))
         else:
             child.status = S.ONLINE
             self._setup_router(child)
@@ -140,7 +143,7 @@ class Supervisor(GrymActor, Actor):
         self.send(router.address, RouterSetup(
             routes=dict(cfg.routes), context=self.children["context"].address,
             fetch_context=frozenset(n for n, s in cfg.services.items() if s.fetch_context),
-            default_timeout_s=cfg.system.default_task_timeout_s))
+            default_timeout_s=cfg.system.default_task_timeout_s, token=self.token))
         for child in self._services():
             self._publish(child)
 
@@ -152,7 +155,8 @@ class Supervisor(GrymActor, Actor):
             name=child.name, address=child.address, status=child.status,
             generation=child.generation if generation is None else generation,
             max_queue=spec.max_queue, kind=spec.kind, task_timeout_s=spec.task_timeout_s,
-            lost_reason=lost_reason, lost_code=None if lost_code is None else lost_code.value))
+            lost_reason=lost_reason, lost_code=None if lost_code is None else lost_code.value,
+            token=self.token))
 
     def _tell_router(self, msg: ServiceDirectoryUpdate) -> None:
         router = self.children.get("router")
@@ -391,18 +395,19 @@ class Supervisor(GrymActor, Actor):
         self.log.info("system_stopping", drain_s=msg.drain_s)
         router = self.children["router"]
         if router.address is not None:
-            self.send(router.address, Drain(msg.drain_s))
+            self.send(router.address, Drain(msg.drain_s, token=self.token))
         else:
-            self.on_drained(DrainDone(), None)
+            self.on_drained(DrainDone(token=self.token), None)
         self.wakeupAfter(msg.drain_s + 5.0, payload=("shutdown",))
 
     def on_drained(self, msg: DrainDone, sender: Any) -> None:
-        if not self.shutting_down or (sender is not None and sender != self.children["router"].address):
+        if not self.shutting_down or msg.token != self.token:
             return  # only the router's answer to our own Drain moves a shutdown on
         for child in self._services():
             if child.address is not None:
                 child.status = S.STOPPING
-                self.send(child.address, Shutdown(drain_s=max(0.1, self.shutdown_drain_s)))
+                self.send(child.address, Shutdown(drain_s=max(0.1, self.shutdown_drain_s),
+                                                  token=self.token))
         self._maybe_stopped()
 
     def _maybe_stopped(self) -> None:
