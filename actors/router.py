@@ -17,7 +17,8 @@ from messages.context import ContextItem, GetContextForModel, ModelContext, Stor
 from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, TaskTimeout
 from messages.service import ServiceTask, ServiceTaskDone
 from messages.system import (
-    Drain, DrainDone, ErrorReply, ExecuteTask, GetRoutes, RouterSetup, ServiceDirectoryUpdate,
+    Drain, DrainDone, ErrorReply, ExecuteTask, GetRoutes, Routes, RouterSetup,
+    ServiceDirectoryUpdate,
 )
 from messages.task import Task, TaskResult
 
@@ -48,6 +49,7 @@ class TaskRouter(GrymActor, Actor):
         self.ids = itertools.count(1)
         self.context = None
         self.token: str | None = None
+        self.early: list[tuple[Any, Any]] = []
         self.fetch_context: frozenset[str] = frozenset()
         self.default_timeout_s = 30.0
         self.timer_at: float | None = None
@@ -57,14 +59,21 @@ class TaskRouter(GrymActor, Actor):
 
     # -- set-up from the supervisor -----------------------------------------------
     def on_setup(self, msg: RouterSetup, sender: Any) -> None:
-        if self.token is None:
+        first = self.token is None
+        if first:
             self.token = msg.token
         self._from_supervisor(msg)
         self.table.routes = dict(msg.routes)
         self.context, self.fetch_context = msg.context, msg.fetch_context
         self.default_timeout_s = msg.default_timeout_s
+        if first:
+            early, self.early = self.early, []
+            for message, from_ in early:
+                self.receiveMessage(message, from_)
 
     def on_directory(self, msg: ServiceDirectoryUpdate, sender: Any) -> None:
+        if self._too_early(msg, sender):
+            return
         self._from_supervisor(msg)
         if msg.name == "context":
             self.context = msg.address
@@ -77,6 +86,14 @@ class TaskRouter(GrymActor, Actor):
                     code, f"service {msg.name!r} {msg.lost_reason} while running task "
                           f"{p.task.id!r}", {"service": msg.name})))
 
+    def _too_early(self, msg: Any, sender: Any) -> bool:
+        """Hold directory updates that overtook RouterSetup (they do, under spawn)."""
+        if self.token is not None:
+            return False
+        if len(self.early) < 10_000:
+            self.early.append((msg, sender))
+        return True
+
     def _from_supervisor(self, msg: Any) -> None:
         """Set-up and directory changes come from the supervisor that set us up, only.
 
@@ -87,7 +104,7 @@ class TaskRouter(GrymActor, Actor):
             raise PermissionDenied("only the supervisor changes the router's set-up")
 
     def on_get_routes(self, msg: GetRoutes, sender: Any) -> None:
-        self.send(sender, dict(self.table.routes))
+        self.send(sender, Routes(dict(self.table.routes), tuple(sorted(self.table.services))))
 
     # -- tasks ------------------------------------------------------------------------
     def on_task(self, task: Task, sender: Any) -> None:

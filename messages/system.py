@@ -179,6 +179,14 @@ class GetRoutes(Message):
     pass
 
 
+@dataclass(frozen=True)
+class Routes(Message):
+    """The router's route table and the services it knows, as it sees them now."""
+
+    routes: Mapping[str, str]
+    services: tuple[str, ...] = ()
+
+
 # -- supervisor -> router --------------------------------------------------------------
 @dataclass(frozen=True)
 class RouterSetup(Message):

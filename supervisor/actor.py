@@ -31,7 +31,7 @@ from messages.service import (
     ServiceStatus, Shutdown, StatusReply,
 )
 from messages.system import (
-    ContextSetup, Drain, DrainDone, ErrorReply, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
+    ContextSetup, Drain, DrainDone, ErrorReply, GetRoutes, Routes, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
     HealthEvent, HealthEventKind, HealthReport, ListServices, MetricsReport, RouterSetup,
     ServiceDirectoryUpdate, ServiceList, ShutdownSystem, StartSystem, Subscribed,
     SubscribeHealth, SystemInfo, SystemStopped, UnsubscribeHealth,
@@ -57,7 +57,7 @@ class Supervisor(GrymActor, Actor):
         SubscribeHealth: "on_subscribe", UnsubscribeHealth: "on_unsubscribe",
         GetHealth: "on_get_health", GetServiceMetrics: "on_get_metrics",
         ServiceMetrics: "on_metrics", ShutdownSystem: "on_shutdown", DrainDone: "on_drained",
-        ActorExitRequest: "on_exit", ErrorReply: "on_error_reply",
+        ActorExitRequest: "on_exit", ErrorReply: "on_error_reply", Routes: "on_routes",
     }
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -65,6 +65,7 @@ class Supervisor(GrymActor, Actor):
         self.config: SystemConfig | None = None
         self.children: dict[str, Child] = {}
         self.starter = None
+        self.ready_probe_sent = False
         self.heartbeat_seq = itertools.count(1)
         self.events: deque[HealthEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self.event_seq = itertools.count(1)
@@ -101,15 +102,28 @@ class Supervisor(GrymActor, Actor):
         self._maybe_ready()
 
     def _maybe_ready(self) -> None:
-        """Answer the starter once every eager service is online (or failed)."""
-        if self.starter is None:
+        """Once every eager service is online (or failed), ask the router which
+        services it knows, and answer the starter when it knows them all: with the
+        spawn start method the router can start after its services, and a caller
+        told "ready" must find it set up."""
+        if self.starter is None or self.ready_probe_sent:
             return
         waiting = [c for c in self._services() if c.spec.eager
                    and c.status not in (S.ONLINE, S.DEGRADED, S.FAILED)]
         if not waiting:
-            self.send(self.starter, self._system_info())
-            self.starter = None
-            self.log.info("system_ready")
+            self.ready_probe_sent = True
+            self.send(self.children["router"].address, GetRoutes())
+
+    def on_routes(self, msg: Routes, sender: Any) -> None:
+        if self.starter is None or not self.ready_probe_sent:
+            return
+        published = {c.name for c in self._services() if c.address is not None}
+        if not published <= set(msg.services):
+            self.wakeupAfter(0.02, payload=("ready-probe",))  # updates still on their way
+            return
+        self.send(self.starter, self._system_info())
+        self.starter = None
+        self.log.info("system_ready", routed_services=list(msg.services))
 
     # -- children ---------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
@@ -384,6 +398,8 @@ class Supervisor(GrymActor, Actor):
             self._finish_metrics(payload[1], force=True)
         elif payload == ("shutdown",):
             self._stopped()
+        elif payload == ("ready-probe",) and self.starter is not None:
+            self.send(self.children["router"].address, GetRoutes())
 
     # -- shutdown ---------------------------------------------------------------------------
     def on_shutdown(self, msg: ShutdownSystem, sender: Any) -> None:

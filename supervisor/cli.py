@@ -10,7 +10,10 @@
     check-config F            validate a config file without starting anything
 
 Every command finds the runtime by ``--port``, else by the admin port in
-``--config``, else on 19500.
+``--config``, else on 19500. Exit status: 0 done; 1 the runtime could not do
+it (not running, already running, a process left behind); 2 a bad command line
+or config (the message names the option, or the key and line); 3 the submitted
+task failed (its error is printed with the result).
 """
 from __future__ import annotations
 
@@ -28,12 +31,10 @@ import numpy as np
 
 from messages import Task
 from messages.context import ContextFilter, ContextItem
-from messages.errors import GrymError
+from messages.errors import ConfigError, GrymError, InvalidInput
 
 from .config import SystemConfig, default_config
-from .launcher import (
-    port_in_use, project_env, runtime_processes, serve, wait_ready,
-)
+from .launcher import port_in_use, project_env, runtime_processes, wait_ready
 from .system import ServiceSystem
 from .toml_config import load_config, read_config
 
@@ -78,16 +79,14 @@ def cmd_start(args: argparse.Namespace) -> int:
               f"--port {port})", file=sys.stderr)
         return 1
     run_dir = config.log_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file, ready_file = run_dir / "config.json", run_dir / "ready.json"
-    config_file.write_text(json.dumps(raw))
+    config_file, ready_file = write_run_config(raw, config), run_dir / "ready.json"
     ready_file.unlink(missing_ok=True)
     output = run_dir / "launcher.out"
     with open(output, "ab") as out:
         launcher = subprocess.Popen(
             [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
              "--ready-file", str(ready_file)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=os.getcwd(),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=run_cwd(args),
             env=project_env(runtime_id=str(config_file)),
             start_new_session=True)  # outlives this command
     status = wait_ready(launcher, ready_file, time.monotonic() + config.system.start_timeout_s + 10,
@@ -106,8 +105,39 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _, config = daemon_config(args)
-    return serve(config, foreground=True, log_format="console")
+    raw, config = daemon_config(args)
+    port = config.system.admin_port
+    if port_in_use(config.system.bind_address, port):
+        print(f"a runtime is already running on port {port}", file=sys.stderr)
+        return 1
+    config_file = write_run_config(raw, config)
+    # Become the launcher (same pid, so systemd's main process and SIGTERM
+    # target stay this one): a fresh interpreter that has not imported what
+    # this command did, and whose environment names the runtime, so that every
+    # process forked from it can be found by `stop`.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(run_cwd(args))
+    os.execve(sys.executable,
+              [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
+               "--foreground", "--log-format", "console"],
+              project_env(runtime_id=str(config_file)))
+    return 0  # not reached
+
+
+def run_cwd(args: argparse.Namespace) -> Path:
+    """The runtime's working directory: the config file's, so that every relative
+    path in the file (a model folder too) means the same from wherever `start` ran."""
+    return Path(args.config).resolve().parent if args.config else Path.cwd()
+
+
+def write_run_config(raw: dict[str, Any], config: SystemConfig) -> Path:
+    """The config as the launcher reads it, in the log directory (also the runtime's marker)."""
+    run_dir = config.log_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "config.json"
+    config_file.write_text(json.dumps(raw))
+    return config_file
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -172,9 +202,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     if args.file:
-        data: Any = Path(args.file).read_bytes()
+        data: Any = read_file_arg(args.file, "--file")
     elif args.data is not None:
-        data = json.loads(args.data)
+        data = json_arg(args.data, "--data")
     else:
         data = None
     task = Task(id=args.id or f"cli-{uuid.uuid4().hex[:12]}", type=args.type, data=data,
@@ -192,13 +222,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_context(args: argparse.Namespace) -> int:
+    if args.action in ("get", "delete") and not args.id:
+        raise InvalidInput(f"context {args.action}: give the item id", {"option": "id"})
+    tags = frozenset(filter(None, args.tags.split(",")))
+    priority = int(args.priority) if args.priority and args.priority.isdigit() else args.priority
     with connect(args) as system:
         ctx = system.context
         if args.action == "store":
             reply = ctx.store(ContextItem(
-                type=args.type, content=json.loads(args.content), source=args.source,
-                priority=args.priority, tags=frozenset(filter(None, args.tags.split(","))),
-                task_id=args.task_id, ttl_s=args.ttl))
+                type=args.type, content=json_arg(args.content, "--content"),
+                source=args.source or "cli", priority=priority or "normal", tags=tags,
+                task_id=args.task_id, workflow_id=args.workflow_id, ttl_s=args.ttl))
         elif args.action == "get":
             reply = ctx.retrieve(args.id).to_dict()
         elif args.action == "delete":
@@ -208,7 +242,9 @@ def cmd_context(args: argparse.Namespace) -> int:
         else:
             items = ctx.query(ContextFilter(
                 types=frozenset(args.type.split(",")) if args.type else None,
-                task_id=args.task_id, limit=args.limit))
+                sources=frozenset(args.source.split(",")) if args.source else None,
+                tags=tags or None, min_priority=priority, task_id=args.task_id,
+                workflow_id=args.workflow_id, limit=args.limit))
             reply = {"total": items.total, "items": [i.to_dict() for i in items.items]}
     print(json.dumps(printable(reply), indent=2, default=str))
     return 0
@@ -221,6 +257,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     print(f"logs: {log_dir}/grym.log (JSON lines), {log_dir}/thespian.log, "
           f"{log_dir}/launcher.out")
     log_file = log_dir / "grym.log"
+    if not log_file.exists():
+        print(f"(no {log_file} yet: a runtime under `serve` logs to its own stderr)")
     if args.tail and log_file.exists():
         print("".join(log_file.read_text(errors="replace").splitlines(True)[-args.tail:]), end="")
     return 0
@@ -231,6 +269,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: valid; services: {', '.join(config.services) or 'none'}; "
           f"admin port {config.system.admin_port}")
     return 0
+
+
+def json_arg(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{option}: not valid JSON ({exc}); quote strings, e.g. "
+                           f"--data '\"text\"'", {"option": option}) from None
+
+
+def read_file_arg(path: str, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"{option}: cannot read {path}: {exc.strerror}",
+                           {"option": option}) from None
 
 
 def printable(value: Any) -> Any:
@@ -279,11 +333,15 @@ def parser() -> argparse.ArgumentParser:
     context.add_argument("id", nargs="?", help="item id (get, delete)")
     context.add_argument("--type", help="item type (store); types, comma separated (query)")
     context.add_argument("--content", default="{}", help="JSON content (store)")
-    context.add_argument("--source", default="cli")
-    context.add_argument("--priority", default="normal")
-    context.add_argument("--tags", default="")
+    context.add_argument("--source", default=None,
+                         help="who wrote it (store, default cli); sources, comma separated (query)")
+    context.add_argument("--priority", default=None,
+                         help="1-10 or low|normal|high|critical (store, default normal); "
+                              "the least priority (query)")
+    context.add_argument("--tags", default="", help="comma separated (query: any of them)")
     context.add_argument("--task-id", default=None)
-    context.add_argument("--ttl", type=float, default=None)
+    context.add_argument("--workflow-id", default=None)
+    context.add_argument("--ttl", type=float, default=None, help="seconds (store)")
     context.add_argument("--limit", type=int, default=20)
     logs = sub.add_parser("logs", parents=[common], help="where the logs are")
     logs.add_argument("--tail", type=int, default=0)
@@ -303,4 +361,5 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except GrymError as exc:
         print(f"{exc.code.value}: {exc.message}", file=sys.stderr)
-        return 2
+        # 2: fix the command or the config; 1: the runtime could not do it (not running...).
+        return 2 if isinstance(exc, (ConfigError, InvalidInput)) else 1

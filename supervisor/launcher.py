@@ -1,4 +1,4 @@
-"""Start an actor system from a clean process, and stay as its parent.
+"""Start an actor system from a clean process, and stay as its watcher.
 
 The host never forks the actor system itself: a host that has already run
 torch (or any multi-threaded library) would hand its forked children a broken
@@ -6,7 +6,12 @@ thread pool (see the shared notes: the forked model actor deadlocks). So
 ``ServiceSystem.start`` and ``run.py start/serve`` run this module in a fresh
 interpreter. It starts Thespian's admin, creates the supervisor, prints one
 JSON line (ready, or why not), then waits: for SIGTERM/SIGINT (graceful
-stop), for the admin to end, or (embedded mode) for its host to die.
+stop), for the admin to end, or (embedded mode) for its host to die. Thespian
+daemonizes its admin (setsid and a double fork), so the actor processes are
+not our children: they are found by an environment variable they inherit
+(``RUNTIME_ID``). If the supervisor's process dies, the launcher restarts the
+runtime (at most SUPERVISOR_MAX_RESTARTS a minute, then it stops and exits 1).
+Whenever it exits, every process of its runtime has ended.
 """
 from __future__ import annotations
 
@@ -27,10 +32,13 @@ from actors.logs import configure_logging
 from messages.errors import ConfigError, ErrorCode, GrymError, InitError
 from messages.system import ErrorReply, ShutdownSystem, StartSystem, SystemInfo
 
-from .config import SystemConfig
+from .config import RestartSettings, SystemConfig
 from .network import restrict_bind
+from .restart_policy import RestartPolicy
 
 SYSTEM_BASE = "multiprocTCPBase"
+SUPERVISOR_MAX_RESTARTS = 5         # within SUPERVISOR_RESTART_PERIOD_S, else give up
+SUPERVISOR_RESTART_PERIOD_S = 60.0
 
 
 def port_in_use(address: str, port: int) -> bool:
@@ -174,31 +182,99 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
+        check_metrics_port(config)
         asys, info = start_actor_system(config, log_format, log_to_file=not foreground)
-        metrics = start_metrics(config, asys, info)
     except Exception as exc:  # noqa: BLE001 - reported to whoever started us
         report(failure(exc), ready_file)
+        return 2
+    try:
+        metrics = start_metrics(config, asys, info)
+    except Exception as exc:  # noqa: BLE001 - e.g. the port was taken since the check
+        stop_actor_system(asys, info.supervisor, drain_s=1.0)
+        end_leftovers(timeout_s=5.0)
+        report(failure(ConfigError(f"metrics.port: cannot serve metrics: {exc}",
+                                   {"key": "metrics.port"})), ready_file)
         return 2
     report({"ready": True, "pid": os.getpid(), "admin_port": config.system.admin_port,
             "metrics_port": metrics[0] if metrics else None, "log_dir": str(config.log_dir())},
            ready_file)
     _notify_systemd("READY=1")
+    log = structlog.get_logger()
+    # A supervisor that keeps dying (a bad model, a full disk) must not be
+    # restarted forever: past the limit we stop and exit non-zero, so the
+    # process manager above us (systemd Restart=on-failure) sees it.
+    restarts = RestartPolicy(RestartSettings(max_restarts=SUPERVISOR_MAX_RESTARTS,
+                                             restart_period_s=SUPERVISOR_RESTART_PERIOD_S))
+    code = 0
     admin_pid = listening_pid(config.system.admin_port)
-    while not stop["requested"] and alive(admin_pid):
+    while not stop["requested"] and _runtime_up(admin_pid, config):
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the embedding host died: take the system down with it
-        if not alive(info.pid):
+        if not _supervisor_alive(info):
             # Nothing in Thespian restarts a top-level actor: we do, by starting
             # the runtime again (persisted context is reloaded by the new one).
-            asys, info = restart_runtime(asys, config, log_format, foreground)
+            decision = restarts.on_exit(time.monotonic(), abnormal=True)
+            if not decision.restart:
+                log.error("supervisor_keeps_dying", reason=decision.reason)
+                code = 1
+                break
+            time.sleep(decision.delay_s)
+            try:
+                asys, info = restart_runtime(asys, config, log_format, foreground)
+            except Exception as exc:  # noqa: BLE001 - give up cleanly, and say why
+                log.error("runtime_restart_failed", error=f"{type(exc).__name__}: {exc}")
+                code = 1
+                break
             admin_pid = listening_pid(config.system.admin_port)
             if metrics:
                 metrics[1].retarget(asys, info.supervisor)
         time.sleep(0.2)
     _notify_systemd("STOPPING=1")
-    if alive(admin_pid):
-        stop_actor_system(asys, info.supervisor, drain_s=10.0)
-    return 0
+    supervisor_alive = _supervisor_alive(info)
+    if _runtime_up(admin_pid, config):
+        try:
+            if supervisor_alive:
+                stop_actor_system(asys, info.supervisor, drain_s=10.0)
+            else:
+                asys.shutdown()  # nobody left to drain: do not wait for an answer
+        except Exception as exc:  # noqa: BLE001 - still make sure nothing is left below
+            log.warning("graceful_stop_failed", error=f"{type(exc).__name__}: {exc}")
+    # A dead supervisor's children are nobody's: the admin will not end them.
+    end_leftovers(timeout_s=10.0 if supervisor_alive else 1.0)
+    return code
+
+
+def _supervisor_alive(info: SystemInfo) -> bool:
+    return info.pid is None or alive(info.pid)  # no pid reported: assume alive
+
+
+def _runtime_up(admin_pid: int | None, config: SystemConfig) -> bool:
+    if admin_pid is not None:
+        return alive(admin_pid)
+    # The admin's pid could not be read (net_connections needs privileges on some systems).
+    return port_in_use(config.system.bind_address, config.system.admin_port)
+
+
+def end_leftovers(timeout_s: float) -> None:
+    """Wait for every process of this runtime to end, then kill what did not.
+
+    So that "the launcher is gone" means "the runtime is gone": ``run.py
+    stop`` waits for exactly that, and systemd kills whatever is left in the
+    unit the moment its main process exits.
+    """
+    deadline = time.monotonic() + timeout_s
+    # multiprocessing's resource tracker (spawn start method) ends with us: not a leftover.
+    left = [p for p in forks_of_this_process() if "resource_tracker" not in " ".join(p.cmdline())]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if alive(p.pid)]
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if left:
+        structlog.get_logger().warning("killed_leftover_processes", pids=[p.pid for p in left])
 
 
 def restart_runtime(asys: Any, config: SystemConfig, log_format: str, foreground: bool):
@@ -224,6 +300,17 @@ def forks_of_this_process() -> list[psutil.Process]:
     me = psutil.Process()  # started by hand: its forks share its command line
     return [p for p in psutil.process_iter(["cmdline"])
             if p.pid != me.pid and p.info.get("cmdline") == me.cmdline()]
+
+
+def check_metrics_port(config: SystemConfig) -> None:
+    settings = config.metrics
+    port = settings.port or config.system.admin_port + 1
+    if settings.enabled and port == config.system.admin_port:
+        raise ConfigError(f"metrics.port: {port} is the admin port; choose another",
+                          {"key": "metrics.port"})
+    if settings.enabled and port_in_use(settings.bind_address, port):
+        raise ConfigError(f"metrics.port: port {port} is already in use (set [metrics] port, "
+                          "or enabled = false)", {"key": "metrics.port"})
 
 
 def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo):

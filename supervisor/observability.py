@@ -9,6 +9,7 @@ per-task or per-item labels.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Iterator
 
 import structlog
@@ -62,7 +63,12 @@ class RuntimeCollector:
         yield errors
 
     def _ask(self, endpoint: Any, address: Any, msg: Any, kind: type) -> Any:
+        deadline = time.monotonic() + self._timeout_s
         reply = endpoint.ask(address, msg, self._timeout_s) if address is not None else None
+        # A late answer to an earlier part of this scrape may come first: skip it.
+        while reply is not None and not isinstance(reply, kind) \
+                and time.monotonic() < deadline:
+            reply = endpoint.listen(max(0.0, deadline - time.monotonic()))
         if isinstance(reply, kind):
             return reply
         with self._lock:

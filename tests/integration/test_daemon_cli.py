@@ -5,12 +5,16 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 
 import psutil
 import pytest
 
+from messages import ErrorCode, Task
 from supervisor.launcher import project_env, runtime_processes
-from tests.conftest import free_port
+from supervisor.system import ServiceSystem
+from supervisor.toml_config import load_config
+from tests.conftest import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -23,32 +27,43 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return out
 
 
-@pytest.fixture
-def daemon_config(tmp_path):
-    port = free_port()
+def write_config(tmp_path, echo_settings: str = "") -> tuple:
+    """A config on free ports with everything under ``tmp_path``; (file, log dir, metrics port)."""
+    port, metrics_port = free_port(), free_port()
     config = tmp_path / "grym.toml"
     config.write_text(f"""
 [system]
 admin_port = {port}
-log_dir = "{tmp_path / 'logs'}"
+log_dir = "logs"            # relative: to this file
 
 [services.echo]
 kind = "echo"
 eager = true
+{echo_settings}
 
 [context]
 persistence = "sqlite"
-path = "{tmp_path / 'context.db'}"
+path = "context.db"
 
 [metrics]
-port = {free_port()}
+port = {metrics_port}
 """)
-    yield config, tmp_path / "logs"
-    # Whatever happened, leave nothing running.
+    return config, tmp_path / "logs", metrics_port
+
+
+def stop_and_sweep(config, logs) -> None:
+    """Whatever happened, leave nothing running."""
     subprocess.run([sys.executable, "run.py", "stop", "--config", str(config)],
                    capture_output=True, timeout=60, env=project_env())
-    for proc in runtime_processes(str(tmp_path / "logs" / "config.json")):
+    for proc in runtime_processes(str(logs / "config.json")):
         proc.kill()
+
+
+@pytest.fixture
+def daemon_config(tmp_path):
+    config, logs, _ = write_config(tmp_path)
+    yield config, logs
+    stop_and_sweep(config, logs)
 
 
 def test_start_status_submit_context_stop_restart(daemon_config):
@@ -132,3 +147,39 @@ def test_check_config_names_key_and_line(tmp_path):
     assert out.returncode == 2
     assert f"{bad}:3: services.asr.max_memory" in out.stderr
     assert cli("check-config", "examples/grym.toml").returncode == 0
+
+
+def test_stop_lets_accepted_tasks_finish_and_refuses_new_ones(tmp_path):
+    config, logs, metrics_port = write_config(tmp_path, "delay_ms = 2500")
+    c = ("--config", str(config))
+    try:
+        cli("start", *c)
+        slow = subprocess.Popen([sys.executable, "run.py", "submit", "echo", "--data", '"slow"', *c],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=project_env())
+        in_flight = 'grym_tasks_in_flight{service="echo"} 1.0'
+        wait_until(lambda: in_flight in scrape(metrics_port), timeout=15, interval=0.05)
+        stop = subprocess.Popen([sys.executable, "run.py", "stop", "--drain", "20", *c],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=project_env())
+        wait_until(lambda: "system_stopping" in (logs / "grym.log").read_text(), timeout=15,
+                   interval=0.05)
+        with ServiceSystem.connect(admin_port_of(config)) as joined:
+            refused = joined.router.route_task(Task(id="late", type="echo", data=1))
+        assert refused.error is not None and refused.error.code is ErrorCode.SHUTTING_DOWN
+        out, err = slow.communicate(timeout=30)
+        assert slow.returncode == 0, out + err
+        assert json.loads(out)["data"] == "slow"
+        out, err = stop.communicate(timeout=60)
+        assert stop.returncode == 0 and "stopped" in out, out + err
+        assert runtime_processes(str(logs / "config.json")) == []
+    finally:
+        stop_and_sweep(config, logs)
+
+
+def scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def admin_port_of(config) -> int:
+    return load_config(config).system.admin_port
