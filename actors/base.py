@@ -20,7 +20,7 @@ from thespian.actors import (
 
 from messages.base import Message
 from messages.service import Heartbeat, HeartbeatAck, ServiceStatus
-from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput
+from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, Overloaded
 from messages.system import ErrorReply
 from messages.task import Task, TaskResult
 
@@ -30,6 +30,7 @@ from . import logs  # noqa: F401 - configures structlog in spawned processes
 
 Handler = Callable[[Any, Any], Any]
 _COMMON_HANDLERS = {Heartbeat: "on_basic_heartbeat"}
+MAX_EARLY_MESSAGES = 1024
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -78,6 +79,30 @@ class GrymActor:
                 except Exception:  # noqa: BLE001 - the sender may be gone
                     self.log.warning("error_reply_failed", message_type=type(msg).__name__)
         return self.idle_result()
+
+    # -- messages that overtook the set-up message -------------------------------
+    # Messages from different senders (and, under the spawn start method, from the
+    # same one before the actor runs) can arrive before the message that sets the
+    # actor up. Subclasses say when they are set up; work before that is held.
+    def is_set_up(self) -> bool:
+        return True
+
+    def hold_until_set_up(self, msg: Any, sender: Any) -> bool:
+        """True when ``msg`` was held for later; refuses at once past a bound."""
+        if self.is_set_up():
+            return False
+        early = self.__dict__.setdefault("_early", [])
+        if len(early) >= MAX_EARLY_MESSAGES:
+            raise Overloaded(f"{type(self).__name__} is still starting and holds "
+                             f"{MAX_EARLY_MESSAGES} early messages")
+        early.append((msg, sender))
+        return True
+
+    def release_held(self) -> None:
+        """Handle, in arrival order, what was held before the set-up."""
+        early, self._early = self.__dict__.get("_early", []), []
+        for message, sender in early:
+            self.receiveMessage(message, sender)
 
     def error_answer(self, msg: Any, info: ErrorInfo) -> Any:
         """The typed answer to a request that failed; see ``error_answer`` below."""

@@ -39,7 +39,6 @@ class ContextActor(GrymActor, Actor):
         super().__init__(*args, **kwargs)
         self.manager: ContextManager | None = None
         self.subscribers: dict[str, Any] = {}  # subscription id -> address
-        self.early: list[tuple[Any, Any]] = []
 
     def on_setup(self, msg: ContextSetup, sender: Any) -> None:
         if self.manager is not None:
@@ -48,13 +47,13 @@ class ContextActor(GrymActor, Actor):
         self.wakeupAfter(self.manager.settings.sweep_interval_s, payload="sweep")
         self.log.info("context_ready", persistence=self.manager.settings.persistence,
                       items=self.manager.stats().items)
-        early, self.early = self.early, []
-        for message, from_ in early:
-            self.receiveMessage(message, from_)
+        self.release_held()
+
+    def is_set_up(self) -> bool:
+        return self.manager is not None
 
     def on_request(self, msg: Any, sender: Any) -> None:
-        if self.manager is None and len(self.early) < 10_000:
-            self.early.append((msg, sender))  # it overtook ContextSetup (spawn start method)
+        if self.hold_until_set_up(msg, sender):
             return
         self.send(sender, self._call(msg))
         self._deliver_changes()

@@ -49,7 +49,6 @@ class TaskRouter(GrymActor, Actor):
         self.ids = itertools.count(1)
         self.context = None
         self.token: str | None = None
-        self.early: list[tuple[Any, Any]] = []
         self.fetch_context: frozenset[str] = frozenset()
         self.default_timeout_s = 30.0
         self.timer_at: float | None = None
@@ -67,12 +66,10 @@ class TaskRouter(GrymActor, Actor):
         self.context, self.fetch_context = msg.context, msg.fetch_context
         self.default_timeout_s = msg.default_timeout_s
         if first:
-            early, self.early = self.early, []
-            for message, from_ in early:
-                self.receiveMessage(message, from_)
+            self.release_held()
 
     def on_directory(self, msg: ServiceDirectoryUpdate, sender: Any) -> None:
-        if self._too_early(msg, sender):
+        if self.hold_until_set_up(msg, sender):
             return
         self._from_supervisor(msg)
         if msg.name == "context":
@@ -86,13 +83,8 @@ class TaskRouter(GrymActor, Actor):
                     code, f"service {msg.name!r} {msg.lost_reason} while running task "
                           f"{p.task.id!r}", {"service": msg.name})))
 
-    def _too_early(self, msg: Any, sender: Any) -> bool:
-        """Hold directory updates that overtook RouterSetup (they do, under spawn)."""
-        if self.token is not None:
-            return False
-        if len(self.early) < 10_000:
-            self.early.append((msg, sender))
-        return True
+    def is_set_up(self) -> bool:
+        return self.token is not None
 
     def _from_supervisor(self, msg: Any) -> None:
         """Set-up and directory changes come from the supervisor that set us up, only.

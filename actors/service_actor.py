@@ -30,7 +30,6 @@ from .service_stats import ServiceStats
 from .worker import Done, Worker
 
 DIRECT_TASK_TIMEOUT_S = 30.0
-MAX_EARLY_MESSAGES = 1024
 S = ServiceStatus
 
 
@@ -59,7 +58,6 @@ class ServiceActor(GrymActor, Actor):
         self.shutdown_waiter = None
         self.batch_timer_armed = False
         self.next_direct_id = -1             # direct tasks get negative ids, the router's are positive
-        self.early: list[tuple[Any, Any]] = []  # work that arrived before ConfigureService
         self.stats = ServiceStats()
         self.process = psutil.Process()
 
@@ -85,21 +83,13 @@ class ServiceActor(GrymActor, Actor):
         if msg.eager:
             self._start_init()
         self.send(sender, self._status_reply())
-        early, self.early = self.early, []
-        for message, from_ in early:
-            self.receiveMessage(message, from_)
+        self.release_held()
 
-    def _too_early(self, msg: Any, sender: Any) -> bool:
-        """Hold work that overtook ConfigureService (it comes from another sender)."""
-        if self.spec is not None:
-            return False
-        if len(self.early) >= MAX_EARLY_MESSAGES:
-            raise Overloaded("the service is still starting and holds too many early tasks")
-        self.early.append((msg, sender))
-        return True
+    def is_set_up(self) -> bool:
+        return self.spec is not None
 
     def on_initialize(self, msg: Initialize, sender: Any) -> None:
-        if self._too_early(msg, sender):
+        if self.hold_until_set_up(msg, sender):
             return
         if self.status in (S.ONLINE, S.DEGRADED) or self.init_error is not None:
             self.send(sender, self._status_reply())
@@ -156,13 +146,13 @@ class ServiceActor(GrymActor, Actor):
 
     # -- work --------------------------------------------------------------------
     def on_service_task(self, msg: ServiceTask, sender: Any) -> None:
-        if self._too_early(msg, sender):
+        if self.hold_until_set_up(msg, sender):
             return
         now = time.monotonic()
         self._accept(Queued(msg.request_id, msg.task, sender, now, now + msg.budget_s))
 
     def on_direct_task(self, task: Task, sender: Any) -> None:
-        if self._too_early(task, sender):
+        if self.hold_until_set_up(task, sender):
             return
         now = time.monotonic()
         self.next_direct_id -= 1

@@ -17,6 +17,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening(proc: psutil.Process) -> list[tuple[str, int]]:
+    """(address, port) of every socket ``proc`` listens on."""
+    try:
+        return [(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -12,6 +12,7 @@ import pytest
 from messages import Task
 from supervisor.launcher import project_env
 from supervisor.system import ServiceSystem
+from tests.conftest import listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -35,14 +36,6 @@ def test_connect_joins_without_owning(start_system):
         assert joined.router.route_task(Task(id="j", type="echo", data=1)).unwrap() == 1
     # Leaving the joined handle leaves the runtime running.
     assert system.router.route_task(Task(id="k", type="echo", data=2)).ok
-
-
-def listening(proc: psutil.Process) -> list[tuple[str, int]]:
-    try:
-        return [(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
-                if c.status == psutil.CONN_LISTEN]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def test_every_listening_socket_is_on_loopback(start_system):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import urllib.request
 
-import psutil
 import pytest
 
 from supervisor.launcher import runtime_processes
+from tests.conftest import listening
 from tests.integration.test_daemon_cli import cli, stop_and_sweep, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -18,14 +18,6 @@ METRIC_NAMES = (
     "grym_service_queue_depth", "grym_health_events_total", "grym_context_items",
     "grym_context_bytes", "grym_context_evictions_total", "grym_tasks_in_flight",
 )
-
-
-def listening(proc: psutil.Process) -> list[tuple[str, int]]:
-    try:
-        return [(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
-                if c.status == psutil.CONN_LISTEN]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def test_every_socket_of_a_running_daemon_is_on_loopback(tmp_path):
