@@ -14,12 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else "--help"
     if command == "demo":
-        from supervisor.demo import main as demo
+        from host.demo import main as demo
         return demo(argv[1:])
     if command == "make-model":
         from services.wav2vec2.checkpoint import main as make_model
         return make_model(argv[1:])
-    from supervisor.cli import main as cli
+    from host.cli import main as cli
     return cli(argv)
 
 

@@ -24,9 +24,6 @@ from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, Overl
 from messages.system import ErrorReply
 from messages.task import Task, TaskResult
 
-from supervisor import network  # noqa: F401 - loopback-only sockets in spawned processes
-
-from . import logs  # noqa: F401 - configures structlog in spawned processes
 
 Handler = Callable[[Any, Any], Any]
 _COMMON_HANDLERS = {Heartbeat: "on_basic_heartbeat"}

@@ -17,14 +17,14 @@ from messages.context import ContextItem, GetContextForModel, ModelContext, Stor
 from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, TaskTimeout
 from messages.service import ServiceTask, ServiceTaskDone
 from messages.system import (
-    Drain, DrainDone, ErrorReply, ExecuteTask, GetRoutes, Routes, RouterSetup,
+    Drain, DrainDone, ErrorReply, ExecuteTask, GetRouterMetrics, GetRoutes, Routes, RouterSetup,
     ServiceDirectoryUpdate,
 )
 from messages.task import Task, TaskResult
 
 from .base import GrymActor
 from .history import task_history_content
-from .router_metrics import GetRouterMetrics, RouterMetrics
+from .router_metrics import RouterMetrics
 from .routing import Pending, PendingTasks, RouteTable
 
 CONTEXT_FETCH_TIMEOUT_S = 0.5  # past this a task runs without context rather than wait

@@ -10,12 +10,9 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
-from messages.base import Message
+from messages.system import BUCKETS_S, RouterMetricsReport
 from messages.task import TaskResult
 
-# Seconds; from a tenth of a millisecond (a message hop) to ten seconds (a long model call).
-BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-             0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("total", "queue", "compute", "routing", "context")
 
 
@@ -27,20 +24,6 @@ class Histogram:
     def observe(self, seconds: float) -> None:
         self.counts[bisect_left(BUCKETS_S, seconds)] += 1
         self.sum += seconds
-
-
-@dataclass(frozen=True)
-class GetRouterMetrics(Message):
-    pass
-
-
-@dataclass(frozen=True)
-class RouterMetricsReport(Message):
-    requests: dict[tuple[str, str, str], int]           # (service, task type, outcome) -> n
-    stages: dict[tuple[str, str], tuple[list[int], float]]  # (service, stage) -> (counts, sum)
-    in_flight: dict[str, int]
-    late_results: int
-    buckets_s: tuple[float, ...] = BUCKETS_S
 
 
 class RouterMetrics:

@@ -18,7 +18,7 @@ import psutil
 
 from context.manager import ContextManager
 from messages.context import ContextFilter, ContextItem
-from supervisor import ServiceSystem
+from host import ServiceSystem
 
 from .floor import floor_actors
 from .runtime import free_port

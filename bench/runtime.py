@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from messages import Task
-from supervisor import ServiceSystem
+from host import ServiceSystem
 
 from .floor import floor_actors
 from .stats import concurrent_calls, print_table, summarize, time_calls, write_results

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from messages import Task
-from supervisor import ServiceSystem
+from host import ServiceSystem
 
 from .runtime import free_port
 from .stats import concurrent_calls, print_table, summarize, time_calls, write_results

@@ -10,6 +10,11 @@ from .errors import ErrorInfo
 from .service import ServiceStatus
 from .task import Task
 
+# How a host or an external actor finds the running supervisor: Thespian's
+# createActor with this class path and global name returns the existing one.
+SUPERVISOR_GLOBAL_NAME = "grym.supervisor"
+SUPERVISOR_CLASS = "supervisor.actor.Supervisor"
+
 
 @dataclass(frozen=True)
 class ErrorReply(Message):
@@ -255,3 +260,23 @@ class Drain(Message):
 class DrainDone(Message):
     answered_with_timeout: int = 0
     token: str = ""
+
+
+# -- the router's request counts and stage histograms (served as Prometheus metrics) --
+# Seconds; from a tenth of a millisecond (a message hop) to ten seconds (a long model call).
+BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+             0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class GetRouterMetrics(Message):
+    pass
+
+
+@dataclass(frozen=True)
+class RouterMetricsReport(Message):
+    requests: dict[tuple[str, str, str], int]           # (service, task type, outcome) -> n
+    stages: dict[tuple[str, str], tuple[list[int], float]]  # (service, stage) -> (counts, sum)
+    in_flight: dict[str, int]
+    late_results: int
+    buckets_s: tuple[float, ...] = BUCKETS_S

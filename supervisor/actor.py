@@ -44,7 +44,6 @@ from .health_policy import HealthTracker
 
 S = ServiceStatus
 E = HealthEventKind
-GLOBAL_NAME = "grym.supervisor"
 METRICS_WAIT_S = 1.0
 EVENT_LOG_SIZE = 1000
 

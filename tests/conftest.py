@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 import psutil
 import pytest
 
-from supervisor import ServiceSystem
+from host import ServiceSystem
 
 
 def free_port() -> int:

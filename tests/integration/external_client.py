@@ -12,9 +12,8 @@ from thespian.actors import Actor, ActorExitRequest, ActorSystem, ActorSystemMes
 
 from messages import Task, TaskResult
 from messages.context import ContextAck, ContextItem, StoreContext
-from messages.system import GetSystemInfo
-from supervisor.actor import GLOBAL_NAME, Supervisor
-from supervisor.network import restrict_bind
+from messages.system import SUPERVISOR_CLASS, SUPERVISOR_GLOBAL_NAME, GetSystemInfo
+from runtime.network import restrict_bind
 
 
 class Client(Actor):
@@ -41,7 +40,7 @@ class Client(Actor):
 def main(port: int) -> None:
     restrict_bind("127.0.0.1")
     asys = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
-    supervisor = asys.createActor(Supervisor, globalName=GLOBAL_NAME)  # the running one
+    supervisor = asys.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)  # the running one
     info = asys.ask(supervisor, GetSystemInfo(), 10)
     # By name: run as __main__, this module's classes are not importable as such.
     client = asys.createActor("tests.integration.external_client.Client")

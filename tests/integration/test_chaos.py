@@ -16,7 +16,7 @@ from messages.base import Message
 from messages.context import ContextFilter, ContextItem, QueryContext, StoreContext
 from messages.errors import GrymError
 from messages.system import ExecuteTask, GetService, ShutdownSystem, SubscribeHealth
-from supervisor.system import REPLY_MARGIN_S
+from host.system import REPLY_MARGIN_S
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 from messages import ErrorCode, Task
-from supervisor.launcher import project_env, runtime_processes
-from supervisor.system import ServiceSystem
-from supervisor.toml_config import load_config
+from host.launcher import project_env, runtime_processes
+from host.system import ServiceSystem
+from host.toml_config import load_config
 from tests.conftest import free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

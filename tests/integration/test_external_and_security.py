@@ -10,8 +10,8 @@ import psutil
 import pytest
 
 from messages import Task
-from supervisor.launcher import project_env
-from supervisor.system import ServiceSystem
+from host.launcher import project_env
+from host.system import ServiceSystem
 from tests.conftest import listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from supervisor.launcher import runtime_processes
+from host.launcher import runtime_processes
 from tests.conftest import listening
 from tests.integration.test_daemon_cli import cli, stop_and_sweep, write_config
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from actors.router_metrics import GetRouterMetrics, RouterMetrics
+from actors.router_metrics import RouterMetrics
+from messages.system import GetRouterMetrics
 from messages import TaskMetrics, TaskResult
 from messages.context import ContextStats, GetContextStats
 from messages.service import ServiceMetrics, ServiceStatus
@@ -14,7 +15,7 @@ from messages.system import (
     GetHealth, GetServiceMetrics, GetSystemInfo, HealthReport, MetricsReport, ServiceInfo,
     SystemInfo,
 )
-from supervisor.observability import RuntimeCollector
+from host.observability import RuntimeCollector
 
 INFO = SystemInfo(supervisor="sup", router="router", context="context", services=(
     ServiceInfo("echo", "echo", ServiceStatus.ONLINE, restarts=2),))

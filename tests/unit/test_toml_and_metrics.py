@@ -10,8 +10,8 @@ from messages.context import ContextStats
 from messages.errors import ConfigError, Overloaded
 from messages.service import ServiceMetrics, ServiceStatus
 from messages.system import MetricsReport, ServiceInfo, SystemInfo
-from supervisor.observability import context_families, router_families, service_families
-from supervisor.toml_config import key_line, load_config
+from host.observability import context_families, router_families, service_families
+from host.toml_config import key_line, load_config
 
 TEXT = """# comment
 [system]

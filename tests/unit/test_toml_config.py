@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from messages.errors import ConfigError
-from supervisor.toml_config import key_at_line, key_line, load_config, read_config
+from host.toml_config import key_at_line, key_line, load_config, read_config
 
 TRICKY = '''# keys that only look like keys, and keys that hide inside values
 [services.asr]

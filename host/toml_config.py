@@ -19,7 +19,7 @@ from typing import Any
 
 from messages.errors import ConfigError
 
-from .config import SystemConfig
+from supervisor.config import SystemConfig
 
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\[\]=#]+?)\s*(\]|#|$)")

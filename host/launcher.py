@@ -28,13 +28,14 @@ from typing import Any
 import psutil
 import structlog
 
-from actors.logs import configure_logging
+from runtime.logs import configure_logging
+from runtime.network import restrict_bind
+from supervisor.config import RestartSettings, SystemConfig
+from supervisor.restart_policy import RestartPolicy
 from messages.errors import ConfigError, ErrorCode, GrymError, InitError
-from messages.system import ErrorReply, ShutdownSystem, StartSystem, SystemInfo
-
-from .config import RestartSettings, SystemConfig
-from .network import restrict_bind
-from .restart_policy import RestartPolicy
+from messages.system import (
+    SUPERVISOR_CLASS, SUPERVISOR_GLOBAL_NAME, ErrorReply, ShutdownSystem, StartSystem, SystemInfo,
+)
 
 SYSTEM_BASE = "multiprocTCPBase"
 SUPERVISOR_MAX_RESTARTS = 5         # within SUPERVISOR_RESTART_PERIOD_S, else give up
@@ -59,8 +60,6 @@ def start_actor_system(config: SystemConfig, log_format: str = "json", log_to_fi
     foreground ``serve``) lines on stderr in ``log_format``."""
     from thespian.actors import ActorSystem
 
-    from .actor import GLOBAL_NAME, Supervisor
-
     sys_cfg = config.system
     if port_in_use(sys_cfg.bind_address, sys_cfg.admin_port):
         raise ConfigError(f"system.admin_port: port {sys_cfg.admin_port} is already in use "
@@ -75,7 +74,7 @@ def start_actor_system(config: SystemConfig, log_format: str = "json", log_to_fi
     restrict_bind(sys_cfg.bind_address)
     asys = ActorSystem(SYSTEM_BASE, capabilities(config), transientUnique=True)
     try:
-        supervisor = asys.createActor(Supervisor, globalName=GLOBAL_NAME)
+        supervisor = asys.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)
         reply = asys.ask(supervisor, StartSystem(config.raw), sys_cfg.start_timeout_s)
     except BaseException:
         asys.shutdown()

@@ -18,11 +18,11 @@ from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
 
-from actors.router_metrics import GetRouterMetrics, RouterMetricsReport
 from messages.context import ContextStats, GetContextStats
 from messages.service import ServiceStatus
 from messages.system import (
-    GetHealth, GetServiceMetrics, GetSystemInfo, HealthReport, MetricsReport, SystemInfo,
+    GetHealth, GetRouterMetrics, GetServiceMetrics, GetSystemInfo, HealthReport, MetricsReport,
+    RouterMetricsReport, SystemInfo,
 )
 
 log = structlog.get_logger()

@@ -33,7 +33,7 @@ from messages import Task
 from messages.context import ContextFilter, ContextItem
 from messages.errors import ConfigError, GrymError, InvalidInput
 
-from .config import SystemConfig, default_config
+from supervisor.config import SystemConfig, default_config
 from .launcher import port_in_use, project_env, runtime_processes, wait_ready
 from .system import ServiceSystem
 from .toml_config import load_config, read_config
@@ -84,7 +84,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     output = run_dir / "launcher.out"
     with open(output, "ab") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
+            [sys.executable, "-m", "host.launcher", "--config-json", str(config_file),
              "--ready-file", str(ready_file)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=run_cwd(args),
             env=project_env(runtime_id=str(config_file)),
@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     os.chdir(run_cwd(args))
     os.execve(sys.executable,
-              [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
+              [sys.executable, "-m", "host.launcher", "--config-json", str(config_file),
                "--foreground", "--log-format", "console"],
               project_env(runtime_id=str(config_file)))
     return 0  # not reached

@@ -40,15 +40,16 @@ from messages.errors import (
 from messages.service import ServiceStatus
 from messages.system import (
     ErrorReply, ExecuteTask, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
-    HealthEvent, HealthReport, ListServices, MetricsReport, ServiceInfo, ShutdownSystem, Subscribed, SubscribeHealth, SystemInfo, UnsubscribeHealth,
+    HealthEvent, HealthReport, ListServices, MetricsReport, ServiceInfo, ShutdownSystem, Subscribed, SubscribeHealth,
+    SUPERVISOR_CLASS, SUPERVISOR_GLOBAL_NAME, SystemInfo, UnsubscribeHealth,
 )
 from messages.task import Task, TaskResult
 
-from .config import SystemConfig, default_config
+from supervisor.config import SystemConfig, default_config
 from .launcher import (
     SYSTEM_BASE, capabilities, port_in_use, project_env, runtime_processes, wait_ready,
 )
-from .network import restrict_bind
+from runtime.network import restrict_bind
 
 log = structlog.get_logger()
 DEFAULT_CALL_TIMEOUT_S = 10.0
@@ -93,7 +94,7 @@ class ServiceSystem:
         config_file.write_text(json.dumps(raw))
         stdio = open(Path(workdir.name, "launcher.log"), "ab")
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.launcher", "--config-json", str(config_file),
+            [sys.executable, "-m", "host.launcher", "--config-json", str(config_file),
              "--ready-file", str(ready_file), "--parent-pid", str(os.getpid()),
              "--log-format", log_format],
             stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, cwd=os.getcwd(),
@@ -130,11 +131,9 @@ class ServiceSystem:
     @classmethod
     def _join(cls, config: SystemConfig, launcher, workdir, timeout: float = DEFAULT_CALL_TIMEOUT_S,
               owned: bool = True) -> "ServiceSystem":
-        from .actor import GLOBAL_NAME, Supervisor
-
         restrict_bind(config.system.bind_address)
         asys = ActorSystem(SYSTEM_BASE, capabilities(config), transientUnique=True)
-        supervisor = asys.createActor(Supervisor, globalName=GLOBAL_NAME)
+        supervisor = asys.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)
         info = asys.ask(supervisor, GetSystemInfo(), timeout)
         if not isinstance(info, SystemInfo):
             raise ServiceUnavailable(f"the supervisor did not answer within {timeout:g} s")
