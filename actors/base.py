@@ -19,7 +19,7 @@ from thespian.actors import (
 )
 
 from messages.base import Message
-from messages.service import Heartbeat, HeartbeatAck, ServiceStatus
+from messages.service import Heartbeat, HeartbeatAck
 from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, Overloaded
 from messages.system import ErrorReply
 from messages.task import Task, TaskResult
@@ -113,11 +113,13 @@ class GrymActor:
         return None
 
     def on_basic_heartbeat(self, msg: Heartbeat, sender: Any) -> None:
-        """Liveness for actors without a model: the pid lets the supervisor kill a hung one."""
-        self.send(sender, HeartbeatAck(
-            seq=msg.seq, name=type(self).__name__, generation=0, pid=os.getpid(),
-            status=ServiceStatus.ONLINE, queue_depth=0, busy_for_s=0.0, overdue_s=0.0,
-            rss_bytes=0, error_rate=0.0, recent_requests=0))
+        """Every actor's answer to its supervisor's heartbeat: alive, with its pid (so
+        that a hung one can be killed) and whatever ``heartbeat_facts`` adds."""
+        self.send(sender, HeartbeatAck(seq=msg.seq, pid=os.getpid(), **self.heartbeat_facts()))
+
+    def heartbeat_facts(self) -> dict[str, Any]:
+        """HeartbeatAck fields beyond seq and pid; an actor with a model adds its load."""
+        return {"name": type(self).__name__}
 
     def idle_result(self) -> Any:
         """What receiveMessage returns; the service actor returns a ThespianWatch."""

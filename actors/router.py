@@ -17,10 +17,10 @@ from messages.context import ContextItem, GetContextForModel, ModelContext, Stor
 from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, TaskTimeout
 from messages.service import ServiceTask, ServiceTaskDone
 from messages.system import (
-    Drain, DrainDone, ErrorReply, ExecuteTask, GetRouterMetrics, GetRoutes, Routes, RouterSetup,
-    ServiceDirectoryUpdate,
+    ContextMoved, Drain, DrainDone, ErrorReply, ExecuteTask, GetRouterMetrics, GetRoutes, Routes,
+    RouterSetup, ServiceDirectoryUpdate,
 )
-from messages.task import Task, TaskResult
+from messages.task import Task, TaskResult, effective_timeout_s
 
 from .base import GrymActor
 from .history import task_history_content
@@ -36,7 +36,8 @@ class PermissionDenied(InvalidInput):
 
 class TaskRouter(GrymActor, Actor):
     handlers = {
-        RouterSetup: "on_setup", ServiceDirectoryUpdate: "on_directory", Task: "on_task",
+        RouterSetup: "on_setup", ServiceDirectoryUpdate: "on_directory",
+        ContextMoved: "on_context_moved", Task: "on_task",
         ExecuteTask: "on_execute", ServiceTaskDone: "on_done", ModelContext: "on_context",
         ErrorReply: "on_error_reply", WakeupMessage: "on_wakeup", Drain: "on_drain",
         GetRoutes: "on_get_routes", GetRouterMetrics: "on_get_metrics",
@@ -50,7 +51,7 @@ class TaskRouter(GrymActor, Actor):
         self.context = None
         self.token: str | None = None
         self.fetch_context: frozenset[str] = frozenset()
-        self.default_timeout_s = 30.0
+        self.default_timeout_s: float | None = None  # from RouterSetup; tasks wait for it
         self.timer_at: float | None = None
         self.drain_waiter = None
         self.late_results = 0
@@ -65,6 +66,8 @@ class TaskRouter(GrymActor, Actor):
         self.table.routes = dict(msg.routes)
         self.context, self.fetch_context = msg.context, msg.fetch_context
         self.default_timeout_s = msg.default_timeout_s
+        for entry in msg.directory:
+            self.table.update(entry)
         if first:
             self.release_held()
 
@@ -72,9 +75,6 @@ class TaskRouter(GrymActor, Actor):
         if self.hold_until_set_up(msg, sender):
             return
         self._from_supervisor(msg)
-        if msg.name == "context":
-            self.context = msg.address
-            return
         self.table.update(msg)
         if msg.lost_reason:
             code = ErrorCode(msg.lost_code or ErrorCode.EXECUTION_ERROR)
@@ -82,6 +82,13 @@ class TaskRouter(GrymActor, Actor):
                 self._finish(p, TaskResult.failure(p.task.id, ErrorInfo(
                     code, f"service {msg.name!r} {msg.lost_reason} while running task "
                           f"{p.task.id!r}", {"service": msg.name})))
+
+    def on_context_moved(self, msg: ContextMoved, sender: Any) -> None:
+        if self.hold_until_set_up(msg, sender):
+            return
+        self._from_supervisor(msg)
+        self.context = msg.address
+        self.log.info("context_moved", generation=msg.generation, up=msg.address is not None)
 
     def is_set_up(self) -> bool:
         return self.token is not None
@@ -100,6 +107,8 @@ class TaskRouter(GrymActor, Actor):
 
     # -- tasks ------------------------------------------------------------------------
     def on_task(self, task: Task, sender: Any) -> None:
+        if self.hold_until_set_up(task, sender):
+            return
         try:
             service = self.table.service_for(task.type)
         except GrymError as exc:
@@ -108,6 +117,8 @@ class TaskRouter(GrymActor, Actor):
         self._accept(task, sender, service, direct=False)
 
     def on_execute(self, msg: ExecuteTask, sender: Any) -> None:
+        if self.hold_until_set_up(msg, sender):
+            return
         self._accept(msg.task, sender, msg.service, direct=True)
 
     def on_get_metrics(self, msg: GetRouterMetrics, sender: Any) -> None:
@@ -123,7 +134,7 @@ class TaskRouter(GrymActor, Actor):
                                         self._type_label(task.type), exc.code.value)
             raise
         entry.in_flight += 1
-        timeout = task.timeout_s or entry.task_timeout_s or self.default_timeout_s
+        timeout = effective_timeout_s(task, entry.task_timeout_s, self.default_timeout_s)
         p = Pending(next(self.ids), task, caller, service, now, now + timeout,
                     entry.generation, direct=direct)
         self.pending.add(p)
@@ -153,7 +164,7 @@ class TaskRouter(GrymActor, Actor):
         self.send(entry.address, ServiceTask(p.request_id, task, max(0.001, p.deadline - now)))
 
     def on_context(self, msg: ModelContext, sender: Any) -> None:
-        p = self.pending.get(msg.ref) if msg.ref is not None else None
+        p = self.pending.get(msg.ref) if isinstance(msg.ref, int) else None
         if p is not None and p.stage == "context":
             now = time.monotonic()
             p.context_fetch_ms = (now - p.context_started) * 1000
@@ -215,9 +226,13 @@ class TaskRouter(GrymActor, Actor):
             return  # superseded by an earlier timer
         if msg.payload == ("drain",):
             if self.drain_waiter is not None:
+                # Set aside while the rest is answered: _finish would report the
+                # drain done with none timed out when it answers the last one.
+                waiter, self.drain_waiter = self.drain_waiter, None
                 expired = list(self.pending)
                 for p in expired:
                     self._finish(p, self._timeout(p, now, "the shutdown drain ended"))
+                self.drain_waiter = waiter
                 self._drain_done(len(expired))
             return
         self.timer_at = None

@@ -18,10 +18,10 @@ from messages.errors import (
     ErrorInfo, ExecutionError, GrymError, InitError, Overloaded, ShuttingDown, TaskTimeout,
 )
 from messages.service import (
-    ConfigureService, GetMetrics, GetStatus, Heartbeat, HeartbeatAck, Initialize,
-    ServiceMetrics, ServiceStatus, ServiceTask, ServiceTaskDone, Shutdown, StatusReply,
+    ConfigureService, GetMetrics, GetStatus, Initialize, ServiceMetrics, ServiceStatus,
+    ServiceStopped, ServiceTask, ServiceTaskDone, Shutdown, StatusReply,
 )
-from messages.task import Task, TaskMetrics, TaskResult
+from messages.task import Task, TaskMetrics, TaskResult, effective_timeout_s
 from services.registry import load_kind
 
 from .base import GrymActor, error_info
@@ -29,14 +29,13 @@ from .batching import BatchPolicy, Queued, TaskQueue
 from .service_stats import ServiceStats
 from .worker import Done, Worker
 
-DIRECT_TASK_TIMEOUT_S = 30.0
 S = ServiceStatus
 
 
 class ServiceActor(GrymActor, Actor):
     handlers = {
         ConfigureService: "on_configure", Initialize: "on_initialize",
-        ServiceTask: "on_service_task", Task: "on_direct_task", Heartbeat: "on_heartbeat",
+        ServiceTask: "on_service_task", Task: "on_direct_task",
         GetStatus: "on_get_status", GetMetrics: "on_get_metrics", Shutdown: "on_shutdown",
         WatchMessage: "on_watch", WakeupMessage: "on_wakeup", ActorExitRequest: "on_exit",
     }
@@ -76,7 +75,7 @@ class ServiceActor(GrymActor, Actor):
         if self.spec is not None:
             raise InitError(f"service {self.spec.name!r} is already configured")
         self.spec, self.supervisor = msg, sender
-        self.service = load_kind(msg.kind)(msg.name, msg.settings)
+        self.service = load_kind(msg.kind)(msg.name, msg.settings, max_memory=msg.max_memory)
         self.policy = BatchPolicy(msg.max_batch_size, msg.max_batch_delay_ms / 1000)
         self.worker = Worker(name=f"{msg.name}-worker")
         self.log = self.log.bind(service=msg.name, generation=msg.generation, pid=os.getpid())
@@ -91,6 +90,8 @@ class ServiceActor(GrymActor, Actor):
     def on_initialize(self, msg: Initialize, sender: Any) -> None:
         if self.hold_until_set_up(msg, sender):
             return
+        if self.status in (S.STOPPING, S.STOPPED):
+            raise ShuttingDown(f"service {self.spec.name!r} is {self.status.value}")
         if self.status in (S.ONLINE, S.DEGRADED) or self.init_error is not None:
             self.send(sender, self._status_reply())
             return
@@ -131,6 +132,16 @@ class ServiceActor(GrymActor, Actor):
             self.wakeupAfter(msg.drain_s, payload=("drain",))
         self._maybe_release()
 
+    def _maybe_end(self) -> None:
+        """The kind asked to end normally (``ModelService.request_stop``): take no
+        new work, finish what is queued, release the model (``_maybe_release``),
+        then ask the supervisor to end this actor (``_released``)."""
+        if self.service.stop_reason is not None and self.status not in (S.STOPPING, S.STOPPED):
+            self.status = S.STOPPING
+            self.log.info("service_ending", reason=self.service.stop_reason,
+                          queued=len(self.queue))
+            self.send(self.supervisor, self._status_reply())  # the router stops sending work
+
     def _maybe_release(self) -> None:
         if self.status is S.STOPPING and not self.queue and not self.worker.busy:
             self.worker.submit("release", self.service.shutdown)
@@ -156,7 +167,8 @@ class ServiceActor(GrymActor, Actor):
             return
         now = time.monotonic()
         self.next_direct_id -= 1
-        budget = task.timeout_s or DIRECT_TASK_TIMEOUT_S
+        spec = self.spec
+        budget = effective_timeout_s(task, spec.task_timeout_s, spec.default_task_timeout_s)
         self._accept(Queued(self.next_direct_id, task, sender, now, now + budget, direct=True))
 
     def _accept(self, item: Queued) -> None:
@@ -172,7 +184,7 @@ class ServiceActor(GrymActor, Actor):
         self._pump()
 
     def _admit(self, task: Task) -> None:
-        if self.status is S.STOPPING:
+        if self.status in (S.STOPPING, S.STOPPED):
             raise ShuttingDown(f"service {self.spec.name!r} is shutting down")
         if self.init_error is not None:
             raise InitError(self.init_error.message)
@@ -245,6 +257,7 @@ class ServiceActor(GrymActor, Actor):
                 self._batch_done(done)
             elif done.kind == "release":
                 self._released(done)
+        self._maybe_end()
         self._maybe_release()
         self._pump()
 
@@ -270,10 +283,13 @@ class ServiceActor(GrymActor, Actor):
             self._maybe_release()
 
     def _released(self, done: Done) -> None:
-        self.status = S.OFFLINE
+        ending = self.service.stop_reason
+        self.status = S.OFFLINE if ending is None else S.STOPPED
         self.log.info("service_released", error=None if done.error is None else str(done.error))
         if self.shutdown_waiter is not None:
             self.send(self.shutdown_waiter, self._status_reply())
+        if ending is not None:
+            self.send(self.supervisor, ServiceStopped(self.spec.name, self.spec.generation, ending))
 
     def _unanswered_running(self) -> list[Queued]:
         return [item for item in self.running if item.request_id not in self.answered]
@@ -291,17 +307,18 @@ class ServiceActor(GrymActor, Actor):
         self.send(item.reply_to, result if item.direct else ServiceTaskDone(item.request_id, result))
 
     # -- status --------------------------------------------------------------------
-    def on_heartbeat(self, msg: Heartbeat, sender: Any) -> None:
-        self._require_configured()
+    def heartbeat_facts(self) -> dict[str, Any]:
+        if self.spec is None:  # not configured yet: alive, nothing more to tell
+            return super().heartbeat_facts()
         now = time.monotonic()
         busy = self.worker.busy
-        self.send(sender, HeartbeatAck(
-            seq=msg.seq, name=self.spec.name, generation=self.spec.generation, pid=os.getpid(),
-            status=self.status, queue_depth=len(self.queue) + len(self.running),
+        return dict(
+            name=self.spec.name, generation=self.spec.generation, status=self.status,
+            queue_depth=len(self.queue) + len(self.running),
             busy_for_s=now - self.worker.busy_since if busy else 0.0,
             overdue_s=max(0.0, now - self.running_deadline) if busy and self.running else 0.0,
             rss_bytes=self.process.memory_info().rss, error_rate=self.stats.recent_error_rate,
-            recent_requests=self.stats.recent_requests))
+            recent_requests=self.stats.recent_requests)
 
     def on_get_status(self, msg: GetStatus, sender: Any) -> None:
         self.send(sender, self._status_reply())

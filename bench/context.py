@@ -21,7 +21,6 @@ from messages.context import ContextFilter, ContextItem
 from host import ServiceSystem
 
 from .floor import floor_actors
-from .runtime import free_port
 from .stats import concurrent_calls, print_table, time_calls, write_results
 
 TAGS = tuple(f"tag{i}" for i in range(50))
@@ -46,11 +45,9 @@ def prefill(path: Path, count: int) -> None:
 def measure_store(path: Path, n: int) -> tuple[dict[str, dict[str, float]], Any]:
     settings = {"persistence": "sqlite", "path": str(path), "max_items": 1_000_000,
                 "max_bytes": "4GB"}
-    config = {"system": {"admin_port": free_port()}, "context": settings,
-              "services": {"echo": {"kind": "echo", "eager": True}}}
-    with ServiceSystem.start(config) as system:
-        endpoint = system._endpoint()
-        ping, _ = floor_actors(system._asys)
+    config = {"context": settings, "services": {"echo": {"kind": "echo", "eager": True}}}
+    with ServiceSystem.start(config) as system, system.open_endpoint() as endpoint:
+        ping, _ = floor_actors(endpoint)
         ids = [it.id for it in system.context.query(ContextFilter(limit=1000)).items]
         rows = {
             "thespian ask (floor)": time_calls(lambda i: endpoint.ask(ping, {"k": i}, 5), n),

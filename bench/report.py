@@ -69,8 +69,11 @@ def collect() -> list[Row]:
             rows.append(Row(f"context query, 20 of {int(size):,}", q["p50_ms"], q["p99_ms"], floor,
                             20.0, f"p99 <= {limit:g} ms", q["p99_ms"] <= limit))
     if w2v:
+        for name, r in w2v.get("resampling", {}).items():
+            rows.append(Row(f"wav2vec2 {name}", r["p50_ms"], r["p99_ms"], None, None,
+                            "informational (soxr HQ)", None))
         for size, data in w2v.items():
-            if size == "meta":
+            if size in ("meta", "resampling"):
                 continue
             r = data["rows"]
             for seconds in ("1 s", "10 s"):

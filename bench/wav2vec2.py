@@ -4,7 +4,8 @@ For the tiny and the base-shape checkpoint (random weights, built locally):
 load time, end-to-end latency through the router for 1 s and 10 s audio
 beside the in-process service time measured in the same run, throughput of
 8 concurrent callers with batching on and off, restart time after kill -9,
-and the service's RSS.
+and the service's RSS; and the resampler alone (10 s of 44.1 and 22.05 kHz
+audio to 16 kHz), the part of reading a task that grows with its length.
 
 Run: python -m bench wav2vec2 [--quick]   (--quick: tiny only, fewer repeats)
 """
@@ -21,7 +22,6 @@ import numpy as np
 from messages import Task
 from host import ServiceSystem
 
-from .runtime import free_port
 from .stats import concurrent_calls, print_table, summarize, time_calls, write_results
 
 MODEL_ROOT = Path("var/models")
@@ -52,8 +52,8 @@ def in_process(folder: Path, seconds: float, n: int) -> tuple[dict[str, float], 
     """The same service class, called directly: the time the runtime cannot remove."""
     import torch
 
+    from messages.validation import build_settings
     from services.registry import load_kind
-    from services.settings import build_settings
     cls = load_kind("wav2vec2")
     settings = build_settings(cls.Settings, {k: v for k, v in service_settings(folder, 1, 0).items()
                                              if k in {"model", "local_files_only", "torch_threads",
@@ -108,11 +108,12 @@ def run_size(size: str, quick: bool) -> dict[str, Any]:
     bare_1, load_s = in_process(folder, 1.0, reps_1s)
     bare_10, _ = in_process(folder, 10.0, reps_10s)
     results["in_process_load_s"] = load_s
-    config = {"system": {"admin_port": free_port()},
-              "services": {"asr": service_settings(folder, 8, 5.0),
+    config = {"services": {"asr": service_settings(folder, 8, 5.0),
                            "asr_unbatched": service_settings(folder, 1, 0.0),
                            "asr_latency": service_settings(folder, 8, 0.0)},
-              "routes": {"speech-to-text": "asr_latency"}}
+              # Three services of one kind serve the same task types: routed to one.
+              "routes": {t: "asr_latency" for t in ("speech-to-text", "audio-feature-extraction",
+                                                    "audio_process", "audio_analyze")}}
     audio_1, audio_10 = clip(1.0), clip(10.0)  # made once, as the in-process runs do
     started = time.perf_counter()
     with ServiceSystem.start(config) as system:
@@ -144,9 +145,22 @@ def run_size(size: str, quick: bool) -> dict[str, Any]:
     return results
 
 
+def resampling(quick: bool) -> dict[str, dict[str, float]]:
+    """The service's resample (soxr HQ) on 10 s of float64 audio, as it is called per task."""
+    from services.wav2vec2.audio import resample
+    rows = {}
+    for rate in (44_100, 22_050):
+        audio = np.random.default_rng(0).standard_normal(10 * rate)
+        rows[f"resample 10 s, {rate / 1000:g} kHz -> 16 kHz"] = time_calls(
+            lambda i: resample(audio, rate, 16_000), 50 if quick else 300, warmup=5)
+    print_table("wav2vec2: resampling to the model's 16 kHz (soxr HQ)", rows)
+    return rows
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     sizes = ["tiny"] if quick else ["tiny", "base"]
-    results = {size: run_size(size, quick) for size in sizes}
+    results: dict[str, Any] = {"resampling": resampling(quick)}
+    results.update({size: run_size(size, quick) for size in sizes})
     path = write_results("wav2vec2", results)
     print(f"\nresults: {path}")
     return results

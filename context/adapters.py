@@ -8,14 +8,13 @@ point group, over a built-in map, so they work without installation too.
 """
 from __future__ import annotations
 
-import math
 from importlib.metadata import entry_points
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import structlog
 
-from messages.base import require
 from messages.context import ContextItem, ContextType
+from messages.validation import is_int, is_number, require
 
 from .merge import merge_patch
 
@@ -41,15 +40,6 @@ def merged_objects(items: Sequence[ContextItem], types: frozenset[str]) -> dict[
     return merged
 
 
-def _is_int(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _is_number(value: Any, low: float, high: float) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value <= high)
-
-
 class Wav2Vec2Adapter:
     """Audio parameters for speech recognition, from ``audio_parameters`` and
     ``processing_requirements`` items: sample_rate, channels, language, vocabulary_hints."""
@@ -60,9 +50,9 @@ class Wav2Vec2Adapter:
     def adapt(self, items: Sequence[ContextItem]) -> dict[str, Any]:
         merged = merged_objects(items, self.item_types)
         params = {key: merged.get(key, default) for key, default in self.defaults.items()}
-        require(_is_int(params["sample_rate"], 1_000, 384_000), "sample_rate",
+        require(is_int(params["sample_rate"]) and 1_000 <= params["sample_rate"] <= 384_000, "sample_rate",
                 f"must be an integer from 1000 to 384000 Hz, got {params['sample_rate']!r:.40}")
-        require(_is_int(params["channels"], 1, 32), "channels",
+        require(is_int(params["channels"]) and 1 <= params["channels"] <= 32, "channels",
                 f"must be an integer from 1 to 32, got {params['channels']!r:.40}")
         require(params["language"] is None or (isinstance(params["language"], str)
                                                and 0 < len(params["language"]) <= 35),
@@ -94,11 +84,11 @@ class GenerationAdapter:
         style = merged_objects(items, frozenset({ContextType.STYLISTIC_PREFERENCES.value}))
         parameters = merge_patch(self.default_parameters,
                                  merged_objects(items, frozenset({ContextType.GENERATION_PARAMETERS.value})))
-        require(_is_number(parameters["temperature"], 0.0, 5.0), "temperature",
+        require(is_number(parameters["temperature"]) and 0.0 <= parameters["temperature"] <= 5.0, "temperature",
                 f"must be a number from 0 to 5, got {parameters['temperature']!r:.40}")
-        require(_is_number(parameters["top_p"], 0.0, 1.0) and parameters["top_p"] > 0, "top_p",
+        require(is_number(parameters["top_p"]) and 0.0 < parameters["top_p"] <= 1.0, "top_p",
                 f"must be a number in (0, 1], got {parameters['top_p']!r:.40}")
-        require(_is_int(parameters["max_new_tokens"], 1, 65_536), "max_new_tokens",
+        require(is_int(parameters["max_new_tokens"]) and 1 <= parameters["max_new_tokens"] <= 65_536, "max_new_tokens",
                 f"must be an integer from 1 to 65536, got {parameters['max_new_tokens']!r:.40}")
         return {"prompt": prompt, "style": style, "parameters": parameters}
 

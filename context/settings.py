@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from services.settings import build_settings, check, is_number, parse_size
+from messages.errors import ConfigError
+from messages.validation import build_settings, check, is_int, parse_size, require_seconds
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,10 @@ class ContextSettings:
                            parse_size(self.compress_threshold_bytes, "compress_threshold_bytes"))
         for key in ("default_ttl_s", "sweep_interval_s"):
             value = getattr(self, key)
-            check(is_number(value) and value > 0, key, f"must be a positive number of seconds, got {value!r}")
+            require_seconds(value, key, allow_none=False, error=ConfigError)
         for key in ("max_items", "sweep_batch", "change_log_size"):
             value = getattr(self, key)
-            check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
+            check(is_int(value) and value > 0, key,
                   f"must be a positive integer, got {value!r}")
         check(isinstance(self.sliding_ttl, bool), "sliding_ttl", f"must be true or false, got {self.sliding_ttl!r}")
         check(self.persistence in ("memory", "sqlite"), "persistence",

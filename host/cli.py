@@ -6,7 +6,7 @@
     status [--json]           services, their state and figures; the context store
     submit TYPE [...]         run one task and print its result
     context store|get|query|delete|stats ...
-    logs [--tail N]           where the logs are (and their last lines)
+    logs [--tail N] [--follow]  where the logs are (their last lines; new ones as they come)
     check-config F            validate a config file without starting anything
 
 Every command finds the runtime by ``--port``, else by the admin port in
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -34,8 +33,11 @@ from messages.context import ContextFilter, ContextItem
 from messages.errors import ConfigError, GrymError, InvalidInput
 
 from supervisor.config import SystemConfig, default_config
-from .launcher import port_in_use, project_env, runtime_processes, wait_ready
+from .launcher import (
+    launcher_argv, port_in_use, project_env, runtime_processes, start_launcher, write_run_config,
+)
 from .system import ServiceSystem
+from .http.checks import http_port, read_token
 from .toml_config import load_config, read_config
 
 DEFAULT_PORT = 19500
@@ -44,7 +46,7 @@ DEFAULT_PORT = 19500
 # -- finding the configuration and the runtime -----------------------------------------
 def daemon_config(args: argparse.Namespace) -> tuple[dict[str, Any], SystemConfig]:
     """The raw and validated config: the file (or the embedded default), with the
-    --port override, and the metrics endpoint on unless the file says otherwise."""
+    --port override, and the daemon's defaults (``with_daemon_defaults``)."""
     if args.config:
         load_config(args.config)  # errors with file and line
         raw = read_config(args.config)
@@ -54,8 +56,27 @@ def daemon_config(args: argparse.Namespace) -> tuple[dict[str, Any], SystemConfi
     if args.port:
         raw["system"]["admin_port"] = args.port
     raw["system"].setdefault("admin_port", DEFAULT_PORT)
-    raw.setdefault("metrics", {}).setdefault("enabled", True)
-    return raw, SystemConfig.from_dict(raw)
+    config = SystemConfig.from_dict(with_daemon_defaults(raw))
+    if config.system.admin_port == 0:
+        raise ConfigError("system.admin_port: the daemon needs a fixed port, so that clients "
+                          f"find it (default {DEFAULT_PORT})", {"key": "system.admin_port"})
+    return raw, config
+
+
+def with_daemon_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """The daemon serves metrics and the HTTP API unless the file says otherwise."""
+    for section in ("metrics", "http"):
+        if isinstance(raw.setdefault(section, {}), dict):
+            raw[section].setdefault("enabled", True)
+    return raw
+
+
+def http_url(config: SystemConfig) -> str | None:
+    """The daemon's HTTP API and status page, when it serves one."""
+    if not config.http.enabled:
+        return None
+    host = config.http.bind_address
+    return f"http://{f'[{host}]' if ':' in host else host}:{http_port(config)}/"
 
 
 def admin_port(args: argparse.Namespace) -> int:
@@ -67,7 +88,10 @@ def admin_port(args: argparse.Namespace) -> int:
 
 
 def connect(args: argparse.Namespace) -> ServiceSystem:
-    return ServiceSystem.connect(admin_port(args))
+    """Join the daemon with the key and message limit of the configuration it runs."""
+    config = daemon_config(args)[1]
+    return ServiceSystem.connect(config.system.admin_port, secret_file=config.secret_file(),
+                                 max_message_bytes=config.system.max_message_bytes)
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -79,28 +103,17 @@ def cmd_start(args: argparse.Namespace) -> int:
               f"--port {port})", file=sys.stderr)
         return 1
     run_dir = config.log_dir()
-    config_file, ready_file = write_run_config(raw, config), run_dir / "ready.json"
-    ready_file.unlink(missing_ok=True)
-    output = run_dir / "launcher.out"
-    with open(output, "ab") as out:
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "host.launcher", "--config-json", str(config_file),
-             "--ready-file", str(ready_file)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=run_cwd(args),
-            env=project_env(runtime_id=str(config_file)),
-            start_new_session=True)  # outlives this command
-    status = wait_ready(launcher, ready_file, time.monotonic() + config.system.start_timeout_s + 10,
-                        output)
+    launcher, status = start_launcher(raw, run_dir, cwd=run_cwd(args), detach=True,
+                                      timeout_s=config.system.start_timeout_s + 10)
     if not status.get("ready"):
         error = status.get("error", {})
         print(f"could not start: {error.get('code')}: {error.get('message')}", file=sys.stderr)
-        if launcher.poll() is None:
-            launcher.terminate()
         return 2
     (run_dir / "grym.pid").write_text(str(launcher.pid))
     metrics = (f"; metrics http://{config.metrics.bind_address}:{status['metrics_port']}/metrics"
                if status.get("metrics_port") else "")
-    print(f"started: admin port {port}, pid {launcher.pid}{metrics}; logs in {run_dir}")
+    http = f"; HTTP API and status page {http_url(config)}" if status.get("http_port") else ""
+    print(f"started: admin port {port}, pid {launcher.pid}{metrics}{http}; logs in {run_dir}")
     return 0
 
 
@@ -110,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if port_in_use(config.system.bind_address, port):
         print(f"a runtime is already running on port {port}", file=sys.stderr)
         return 1
-    config_file = write_run_config(raw, config)
+    config_file = write_run_config(raw, config.log_dir())
     # Become the launcher (same pid, so systemd's main process and SIGTERM
     # target stay this one): a fresh interpreter that has not imported what
     # this command did, and whose environment names the runtime, so that every
@@ -119,8 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     os.chdir(run_cwd(args))
     os.execve(sys.executable,
-              [sys.executable, "-m", "host.launcher", "--config-json", str(config_file),
-               "--foreground", "--log-format", "console"],
+              launcher_argv(config_file, "--foreground", "--log-format", "console"),
               project_env(runtime_id=str(config_file)))
     return 0  # not reached
 
@@ -131,21 +143,12 @@ def run_cwd(args: argparse.Namespace) -> Path:
     return Path(args.config).resolve().parent if args.config else Path.cwd()
 
 
-def write_run_config(raw: dict[str, Any], config: SystemConfig) -> Path:
-    """The config as the launcher reads it, in the log directory (also the runtime's marker)."""
-    run_dir = config.log_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / "config.json"
-    config_file.write_text(json.dumps(raw))
-    return config_file
-
-
 def cmd_stop(args: argparse.Namespace) -> int:
     port = admin_port(args)
     if not port_in_use("127.0.0.1", port):
         print(f"no runtime is running on port {port}")
         return 0
-    system = ServiceSystem.connect(port)
+    system = connect(args)
     run_dir = Path(system.refresh().log_dir) if system.info.log_dir else None
     marker = str(run_dir / "config.json") if run_dir else None
     system.shutdown(drain_s=args.drain)
@@ -184,9 +187,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     context = None if stats is None else {"items": stats.items, "bytes": stats.bytes,
                                           "evictions": stats.evictions,
                                           "expirations": stats.expirations}
+    http = serving_http_url(args)
     if args.json:
-        print(json.dumps({"services": rows, "context": context, "supervisor_pid": supervisor_pid},
-                         indent=2))
+        print(json.dumps({"services": rows, "context": context, "supervisor_pid": supervisor_pid,
+                          "http": http}, indent=2))
         return 0
     header = ("service", "kind", "state", "restarts", "queue", "requests", "errors", "p50_ms",
               "p99_ms", "rss_mb")
@@ -197,12 +201,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     if context:
         print(f"\ncontext store: {context['items']} items, {context['bytes'] / 1e6:.2f} MB, "
               f"{context['evictions']} evicted, {context['expirations']} expired")
+    if http:
+        print(f"HTTP API and status page: {http} (API docs: {http}docs)")
     return 0
 
 
+def serving_http_url(args: argparse.Namespace) -> str | None:
+    """The HTTP address the daemon's configuration names, if something answers there."""
+    try:
+        _, config = daemon_config(args)
+    except GrymError:
+        return None
+    url = http_url(config)
+    if url is None:
+        return None
+    host = config.http.bind_address
+    return url if port_in_use("127.0.0.1" if host in ("0.0.0.0", "::") else host,
+                              http_port(config)) else None
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.downmix and not args.file:
+        raise InvalidInput("--downmix applies to --file; with --data, put \"downmix\": true in "
+                           "the JSON", {"option": "--downmix"})
     if args.file:
         data: Any = read_file_arg(args.file, "--file")
+        if args.downmix:  # the audio kinds' dict form; the file's bytes travel as they are
+            data = {"audio": data, "downmix": True}
     elif args.data is not None:
         data = json_arg(args.data, "--data")
     else:
@@ -261,13 +286,58 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(f"(no {log_file} yet: a runtime under `serve` logs to its own stderr)")
     if args.tail and log_file.exists():
         print("".join(log_file.read_text(errors="replace").splitlines(True)[-args.tail:]), end="")
+    if args.follow:
+        try:
+            follow(log_file)
+        except KeyboardInterrupt:
+            pass
     return 0
+
+
+def follow(path: Path, poll_s: float = 0.2) -> None:
+    """Print the lines written to ``path`` from now on, until interrupted. Like
+    ``tail -F`` it follows the name: when logrotate has moved the file away (the
+    runtime's WatchedFileHandler then starts a new one), the rest of the old file
+    is printed, then the new one from its start; a file truncated in place is
+    read again from its start."""
+    stream = open(path, "rb") if path.exists() else None
+    if stream is not None:
+        stream.seek(0, os.SEEK_END)
+    pending = b""  # a line that is still being written
+    while True:
+        chunk = stream.readline() if stream is not None else b""
+        if chunk:
+            pending += chunk
+            if pending.endswith(b"\n"):
+                sys.stdout.write(pending.decode("utf-8", "replace"))
+                sys.stdout.flush()
+                pending = b""
+            continue
+        time.sleep(poll_s)
+        try:
+            current = path.stat()
+        except FileNotFoundError:
+            continue  # moved away; the new one is not there yet
+        if stream is None or current.st_ino != os.fstat(stream.fileno()).st_ino:
+            if stream is not None:
+                rest = pending + stream.read()
+                if rest:
+                    sys.stdout.write(rest.decode("utf-8", "replace").rstrip("\n") + "\n")
+                    sys.stdout.flush()
+                stream.close()
+            stream, pending = open(path, "rb"), b""
+        elif current.st_size < stream.tell():
+            stream.seek(0)
+            pending = b""
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    daemon = SystemConfig.from_dict(with_daemon_defaults(read_config(args.file)))
+    read_token(daemon.http.token_file)
+    http = f"; HTTP {http_url(daemon)}" if daemon.http.enabled else "; HTTP off"
     print(f"{args.file}: valid; services: {', '.join(config.services) or 'none'}; "
-          f"admin port {config.system.admin_port}")
+          f"admin port {config.system.admin_port}{http}")
     return 0
 
 
@@ -323,7 +393,11 @@ def parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", parents=[common], help="run one task")
     submit.add_argument("type", help="task type, e.g. speech-to-text or echo")
     submit.add_argument("--data", help="task data as JSON")
-    submit.add_argument("--file", help="task data from a file, as bytes (e.g. a WAV file)")
+    submit.add_argument("--file", help="task data from a file, as bytes (e.g. audio: WAV, FLAC, "
+                                       "OGG/Vorbis or MP3, decoded by the service)")
+    submit.add_argument("--downmix", action="store_true",
+                        help="with --file: send {\"audio\": BYTES, \"downmix\": true}, so that "
+                             "a stereo file is averaged to mono")
     submit.add_argument("--service", help="run on this service, not through the route table")
     submit.add_argument("--id", help="task id (default: a new one)")
     submit.add_argument("--timeout", type=float, default=None)
@@ -344,7 +418,9 @@ def parser() -> argparse.ArgumentParser:
     context.add_argument("--ttl", type=float, default=None, help="seconds (store)")
     context.add_argument("--limit", type=int, default=20)
     logs = sub.add_parser("logs", parents=[common], help="where the logs are")
-    logs.add_argument("--tail", type=int, default=0)
+    logs.add_argument("--tail", type=int, default=0, help="print the last N lines")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="keep printing new lines (follows a rotated file), until Ctrl-C")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     return p

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -27,18 +26,9 @@ from .system import ServiceSystem
 DEFAULT_MODEL_DIR = Path("var/models/wav2vec2-tiny")
 
 
-def free_port(preferred: int) -> int:
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", preferred)) != 0:
-            return preferred
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def demo_config(model_dir: Path, port: int) -> dict:
+def demo_config(model_dir: Path, port: int | None) -> dict:
     return {
-        "system": {"admin_port": port},
+        "system": {"admin_port": port} if port else {},  # none: a free one
         "services": {
             "echo": {"kind": "echo", "eager": True},
             "wav2vec2": {"kind": "wav2vec2", "eager": True, "model": str(model_dir),
@@ -64,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run.py demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
                         help="a wav2vec2 checkpoint folder (built with random weights if missing)")
-    parser.add_argument("--port", type=int, default=19500)
+    parser.add_argument("--port", type=int, default=None, help="admin port (default: a free one)")
     args = parser.parse_args(argv)
 
     if not (args.model / "config.json").exists():
@@ -72,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         make_checkpoint(args.model, "tiny")
         print(f"built a tiny random-weight wav2vec2 checkpoint in {args.model}")
     started = time.perf_counter()
-    with ServiceSystem.start(demo_config(args.model, free_port(args.port))) as system:
+    with ServiceSystem.start(demo_config(args.model, args.port)) as system:
         print(f"runtime ready in {time.perf_counter() - started:.2f} s "
-              f"(admin port {system._config.system.admin_port}, loopback only)")
+              f"(admin port {system.admin_port}, loopback only)")
         if (args.model / RANDOM_WEIGHTS_MARKER).exists():
             print("NOTE: this wav2vec2 checkpoint has RANDOM WEIGHTS: the text it prints is "
                   "noise; the timings, batching, context and recovery are real.")

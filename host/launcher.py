@@ -16,18 +16,22 @@ Whenever it exits, every process of its runtime has ended.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import psutil
 import structlog
+from thespian.actors import ActorSystemException
 
+from runtime import frames
 from runtime.logs import configure_logging
 from runtime.network import restrict_bind
 from supervisor.config import RestartSettings, SystemConfig
@@ -40,6 +44,15 @@ from messages.system import (
 SYSTEM_BASE = "multiprocTCPBase"
 SUPERVISOR_MAX_RESTARTS = 5         # within SUPERVISOR_RESTART_PERIOD_S, else give up
 SUPERVISOR_RESTART_PERIOD_S = 60.0
+METRICS_PORT_OFFSET = 1             # the metrics endpoint's default port: the admin port + 1
+HTTP_PORT_OFFSET = 2                # the HTTP API's default port: the admin port + 2
+# What a free admin port must have free above it.
+DERIVED_PORT_OFFSETS = (METRICS_PORT_OFFSET, HTTP_PORT_OFFSET)
+PORT_ATTEMPTS = 5                   # picks of a free admin port, when others take the first
+
+
+class PortInUse(ConfigError):
+    """A port of the configuration is taken (by another runtime, or by anything else)."""
 
 
 def port_in_use(address: str, port: int) -> bool:
@@ -53,26 +66,80 @@ def capabilities(config: SystemConfig) -> dict[str, Any]:
             "Process Startup Method": config.system.start_method}
 
 
+def start_runtime(config: SystemConfig, log_format: str = "json", log_to_file: bool = True):
+    """Check the metrics port and start the actor system: on the configured admin
+    port, or (``admin_port = 0``) on a free one, picked again when another
+    process takes it before Thespian has bound it. Returns (the configuration
+    with the port it runs on, actor system, SystemInfo)."""
+    def start(chosen: SystemConfig):
+        from .http.checks import check_http
+        check_metrics_port(chosen)
+        check_http(chosen)
+        return (chosen, *start_actor_system(chosen, log_format, log_to_file))
+
+    if config.system.admin_port:
+        return start(config)
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            return start(with_admin_port(config, free_admin_port(config.system.bind_address)))
+        except (PortInUse, ActorSystemException):
+            # Taken since we looked (ActorSystemException: by something that is
+            # not a Thespian admin, so Thespian could not start one there).
+            continue
+    return start(with_admin_port(config, free_admin_port(config.system.bind_address)))
+
+
+def free_admin_port(address: str) -> int:
+    """A port the kernel reports free (a bind to port 0), with its derived ports free too."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((address, 0))
+            port = sock.getsockname()[1]
+        if port + max(DERIVED_PORT_OFFSETS) <= 65535 and \
+                not any(port_in_use(address, port + offset) for offset in DERIVED_PORT_OFFSETS):
+            return port
+    raise PortInUse("system.admin_port: found no free port with the ports above it free",
+                    {"key": "system.admin_port"})
+
+
+def with_admin_port(config: SystemConfig, port: int) -> SystemConfig:
+    """``config`` with the admin port it runs on (also in ``raw``, which the supervisor reads)."""
+    system = {**config.raw.get("system", {}), "admin_port": port}
+    return dataclasses.replace(config, system=dataclasses.replace(config.system, admin_port=port),
+                               raw={**config.raw, "system": system})
+
+
 def start_actor_system(config: SystemConfig, log_format: str = "json", log_to_file: bool = True):
     """Start the admin and the supervisor; returns (actor system, SystemInfo).
 
     Logs are JSON lines in the log directory, or (``log_to_file=False``, the
-    foreground ``serve``) lines on stderr in ``log_format``."""
+    foreground ``serve``) lines on stderr in ``log_format``; the actor
+    processes write through the same handler, in Thespian's logger process."""
     from thespian.actors import ActorSystem
 
     sys_cfg = config.system
     if port_in_use(sys_cfg.bind_address, sys_cfg.admin_port):
-        raise ConfigError(f"system.admin_port: port {sys_cfg.admin_port} is already in use "
-                          "(is the runtime already running there?)", {"key": "system.admin_port"})
+        raise PortInUse(f"system.admin_port: port {sys_cfg.admin_port} is already in use "
+                        "(is the runtime already running there?)", {"key": "system.admin_port"})
     log_dir = config.log_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Every frame between the runtime's processes is signed with this key, which a
+    # daemon keeps across restarts; each process counts the frames it refuses there.
+    frames.use_secret_file(config.secret_file(), create=True)
+    frames.limit_message_bytes(sys_cfg.max_message_bytes)
+    frames.count_rejections_in(log_dir / "rejected-frames")
     # Thespian's own log goes next to ours, not to /tmp/thespian.log.
     os.environ["THESPLOG_FILE"] = str(log_dir / "thespian.log")
     os.environ.setdefault("THESPLOG_FILE_MAXSIZE", str(10 << 20))
-    configure_logging(str(log_dir / "grym.log") if log_to_file else None,
-                      config.logging.format or log_format, config.logging.level)
+    log_defs = configure_logging(str(log_dir / "grym.log") if log_to_file else None,
+                                 config.logging.format or log_format, config.logging.level)
     restrict_bind(sys_cfg.bind_address)
-    asys = ActorSystem(SYSTEM_BASE, capabilities(config), transientUnique=True)
+    asys = ActorSystem(SYSTEM_BASE, capabilities(config), logDefs=log_defs, transientUnique=True)
+    if not _admin_is_ours(sys_cfg.admin_port):
+        # Another runtime's admin bound the port between our check and our
+        # admin's start, and Thespian joined it: leave it alone (no shutdown).
+        raise PortInUse(f"system.admin_port: port {sys_cfg.admin_port} was taken by another "
+                        "runtime while this one started", {"key": "system.admin_port"})
     try:
         supervisor = asys.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)
         reply = asys.ask(supervisor, StartSystem(config.raw), sys_cfg.start_timeout_s)
@@ -107,6 +174,18 @@ def listening_pid(port: int) -> int | None:
 RUNTIME_ID = "GRYM_RUNTIME_ID"
 
 
+def _admin_is_ours(port: int) -> bool:
+    """Whether the admin listening on ``port`` belongs to this launcher's runtime
+    (True when that cannot be told: no marker, or no right to read the process)."""
+    marker, pid = os.environ.get(RUNTIME_ID), listening_pid(port)
+    if marker is None or pid is None:
+        return True
+    try:
+        return psutil.Process(pid).environ().get(RUNTIME_ID) == marker
+    except psutil.Error:
+        return True
+
+
 def runtime_processes(marker: str) -> list[psutil.Process]:
     """Every process of one runtime: whoever starts a launcher gives it an environment
     variable naming that runtime (``marker``, its config file), which every process
@@ -139,6 +218,59 @@ def project_env(runtime_id: str | None = None) -> dict[str, str]:
     if runtime_id:
         env[RUNTIME_ID] = runtime_id
     return env
+
+
+def launcher_argv(config_file: Path, *options: str) -> list[str]:
+    """The command line of a launcher for the configuration in ``config_file``."""
+    return [sys.executable, "-m", "host.launcher", "--config-json", str(config_file), *options]
+
+
+def write_run_config(raw: Mapping[str, Any], run_dir: Path) -> Path:
+    """The configuration as a launcher reads it; its path also names the runtime's processes."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "config.json"
+    config_file.write_text(json.dumps(raw))
+    return config_file
+
+
+def start_launcher(raw: Mapping[str, Any], run_dir: Path, *, cwd: Path, timeout_s: float,
+                   parent_pid: int | None = None, log_format: str = "json",
+                   detach: bool = False) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """Start a launcher for the configuration ``raw`` and wait for its ready line.
+
+    Its files go to ``run_dir``: ``config.json``, ``ready.json`` and its own
+    output, ``launcher.out``. ``parent_pid``: it takes the runtime down when
+    that process dies (an embedding host). ``detach``: it runs in a session of
+    its own, to outlive whoever started it (the daemon). Returns the process and
+    the ready line, which carries ``admin_port``; a launcher that did not get
+    ready has been stopped.
+    """
+    config_file = write_run_config(raw, run_dir)
+    ready_file, output = run_dir / "ready.json", run_dir / "launcher.out"
+    ready_file.unlink(missing_ok=True)
+    options = ["--ready-file", str(ready_file), "--log-format", log_format]
+    if parent_pid is not None:
+        options += ["--parent-pid", str(parent_pid)]
+    with open(output, "ab") as out:
+        launcher = subprocess.Popen(
+            launcher_argv(config_file, *options), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=out, cwd=cwd, env=project_env(runtime_id=str(config_file)),
+            start_new_session=detach)
+    status = wait_ready(launcher, ready_file, time.monotonic() + timeout_s, output)
+    if not status.get("ready"):
+        stop_launcher(launcher)
+    return launcher, status
+
+
+def stop_launcher(launcher: subprocess.Popen) -> None:
+    """SIGTERM (a graceful stop of its runtime), then SIGKILL if it does not end."""
+    if launcher.poll() is None:
+        launcher.terminate()
+        try:
+            launcher.wait(15)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            launcher.wait(5)
 
 
 def wait_ready(launcher: Any, ready_file: Path, deadline: float, output: Path) -> dict[str, Any]:
@@ -181,21 +313,22 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        check_metrics_port(config)
-        asys, info = start_actor_system(config, log_format, log_to_file=not foreground)
+        config, asys, info = start_runtime(config, log_format, log_to_file=not foreground)
     except Exception as exc:  # noqa: BLE001 - reported to whoever started us
         report(failure(exc), ready_file)
         return 2
     try:
         metrics = start_metrics(config, asys, info)
+        http = start_http(config, asys, info)
     except Exception as exc:  # noqa: BLE001 - e.g. the port was taken since the check
         stop_actor_system(asys, info.supervisor, drain_s=1.0)
         end_leftovers(timeout_s=5.0)
-        report(failure(ConfigError(f"metrics.port: cannot serve metrics: {exc}",
-                                   {"key": "metrics.port"})), ready_file)
+        report(failure(exc if isinstance(exc, ConfigError) else ConfigError(
+            f"metrics.port: cannot serve metrics: {exc}", {"key": "metrics.port"})), ready_file)
         return 2
     report({"ready": True, "pid": os.getpid(), "admin_port": config.system.admin_port,
-            "metrics_port": metrics[0] if metrics else None, "log_dir": str(config.log_dir())},
+            "metrics_port": metrics[0] if metrics else None,
+            "http_port": http.port if http else None, "log_dir": str(config.log_dir())},
            ready_file)
     _notify_systemd("READY=1")
     log = structlog.get_logger()
@@ -227,8 +360,12 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
             admin_pid = listening_pid(config.system.admin_port)
             if metrics:
                 metrics[1].retarget(asys, info.supervisor)
+            if http:
+                http.retarget(asys, info)
         time.sleep(0.2)
     _notify_systemd("STOPPING=1")
+    if http:
+        http.stop()  # event streams end, requests in flight are answered, while the runtime runs
     supervisor_alive = _supervisor_alive(info)
     if _runtime_up(admin_pid, config):
         try:
@@ -301,15 +438,18 @@ def forks_of_this_process() -> list[psutil.Process]:
             if p.pid != me.pid and p.info.get("cmdline") == me.cmdline()]
 
 
+def metrics_port(config: SystemConfig) -> int:
+    return config.metrics.port or config.system.admin_port + METRICS_PORT_OFFSET
+
+
 def check_metrics_port(config: SystemConfig) -> None:
-    settings = config.metrics
-    port = settings.port or config.system.admin_port + 1
+    settings, port = config.metrics, metrics_port(config)
     if settings.enabled and port == config.system.admin_port:
         raise ConfigError(f"metrics.port: {port} is the admin port; choose another",
                           {"key": "metrics.port"})
     if settings.enabled and port_in_use(settings.bind_address, port):
-        raise ConfigError(f"metrics.port: port {port} is already in use (set [metrics] port, "
-                          "or enabled = false)", {"key": "metrics.port"})
+        raise PortInUse(f"metrics.port: port {port} is already in use (set [metrics] port, "
+                        "or enabled = false)", {"key": "metrics.port"})
 
 
 def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo):
@@ -318,10 +458,18 @@ def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo):
     if not settings.enabled:
         return None
     from .observability import serve_metrics
-    port = settings.port or config.system.admin_port + 1
+    port = metrics_port(config)
     collector = serve_metrics(asys, info.supervisor, settings.bind_address, port,
                               settings.scrape_timeout_s)
     return port, collector
+
+
+def start_http(config: SystemConfig, asys: Any, info: SystemInfo):
+    """The HTTP API's server (host/http), or None when it is off."""
+    if not config.http.enabled:
+        return None
+    from .http.server import HttpServer  # the web stack loads only where it is served
+    return HttpServer(config, asys, info).start()
 
 
 def _notify_systemd(state: str) -> None:

@@ -19,6 +19,7 @@ from prometheus_client.core import (
 )
 
 from messages.context import ContextStats, GetContextStats
+from runtime import frames
 from messages.service import ServiceStatus
 from messages.system import (
     GetHealth, GetRouterMetrics, GetServiceMetrics, GetSystemInfo, HealthReport, MetricsReport,
@@ -61,6 +62,7 @@ class RuntimeCollector:
                                      "answer a scrape in time")
         errors.add_metric([], self._scrape_errors)
         yield errors
+        yield rejected_frames_family(frames.rejected_frames())
 
     def _ask(self, endpoint: Any, address: Any, msg: Any, kind: type) -> Any:
         deadline = time.monotonic() + self._timeout_s
@@ -100,6 +102,17 @@ def service_families(info: SystemInfo, metrics: MetricsReport | None) -> Iterato
         memory.add_metric([m.name], m.rss_bytes)
         queue.add_metric([m.name], m.queue_depth)
     yield from (memory, queue)
+
+
+def rejected_frames_family(counts: dict[str, int]) -> Metric:
+    """Frames the runtime's processes refused unread (runtime.frames); each process
+    counts its own in a file that the launcher, which serves this, sums."""
+    family = CounterMetricFamily("grym_rejected_frames", "Frames refused before unpickling: "
+                                 "bad_tag (missing or wrong key), too_large, bad_header",
+                                 labels=["reason"])
+    for reason, n in sorted(counts.items()):
+        family.add_metric([reason], n)
+    return family
 
 
 def health_family(health: HealthReport) -> Metric:

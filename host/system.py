@@ -12,19 +12,17 @@ threads sharing one receive each other's replies.
 """
 from __future__ import annotations
 
-import json
 import os
 import queue
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import weakref
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import structlog
 from thespian.actors import ActorSystem, PoisonMessage
 
 from messages.context import (
@@ -47,11 +45,14 @@ from messages.task import Task, TaskResult
 
 from supervisor.config import SystemConfig, default_config
 from .launcher import (
-    SYSTEM_BASE, capabilities, port_in_use, project_env, runtime_processes, wait_ready,
+    SYSTEM_BASE, capabilities, port_in_use, runtime_processes, start_launcher, stop_launcher,
+    with_admin_port,
 )
+from runtime.logs import host_logger
+from runtime import frames
 from runtime.network import restrict_bind
 
-log = structlog.get_logger()
+log = host_logger()
 DEFAULT_CALL_TIMEOUT_S = 10.0
 REPLY_MARGIN_S = 2.0  # past a task's own deadline, the router answers; this covers the hops
 
@@ -59,20 +60,21 @@ REPLY_MARGIN_S = 2.0  # past a task's own deadline, the router answers; this cov
 class ServiceSystem:
     """A handle on a running actor system. Use ``start`` or ``connect``."""
 
-    def __init__(self, asys: ActorSystem, info: SystemInfo, config: SystemConfig | None,
+    secret_file: Path | None = None     # the runtime's key, for another process to join with
+
+    def __init__(self, asys: ActorSystem, info: SystemInfo, config: SystemConfig,
                  launcher: subprocess.Popen | None, workdir: tempfile.TemporaryDirectory | None,
                  owned: bool = True):
         self._asys = asys
         self._owned = owned
         self._info = info
-        self._config = config
+        self._admin_port = config.system.admin_port
         self._launcher = launcher
         self._workdir = workdir
         self._local = threading.local()
         self._endpoints: weakref.WeakSet[_Endpoint] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
-        self.default_task_timeout_s = (config.system.default_task_timeout_s if config else 30.0)
         self.router = RouterHandle(self)
         self.context = ContextHandle(self)
         self.health = HealthMonitor(self)
@@ -81,52 +83,67 @@ class ServiceSystem:
     @classmethod
     def start(cls, config: Mapping[str, Any] | None = None, *, timeout: float | None = None,
               log_format: str = "json") -> "ServiceSystem":
-        """Start a new runtime (in clean child processes) and return a handle on it."""
+        """Start a new runtime (in clean child processes) and return a handle on it.
+
+        Without ``system.admin_port`` it runs on a free port (``admin_port`` says
+        which), so that runtimes embedded in several processes do not collide."""
         raw = dict(config if config is not None else default_config())
+        if isinstance(raw.get("system", {}), Mapping):  # anything else: from_dict says why
+            raw["system"] = {"admin_port": 0, **raw.get("system", {})}  # 0: the launcher picks
         parsed = SystemConfig.from_dict(raw)  # fail here, with the key, before starting anything
         sys_cfg = parsed.system
-        if port_in_use(sys_cfg.bind_address, sys_cfg.admin_port):
+        if sys_cfg.admin_port and port_in_use(sys_cfg.bind_address, sys_cfg.admin_port):
             raise ConfigError(f"system.admin_port: port {sys_cfg.admin_port} is already in use",
                               {"key": "system.admin_port"})
         workdir = tempfile.TemporaryDirectory(prefix="grym-launch-")
-        config_file = Path(workdir.name, "config.json")
-        ready_file = Path(workdir.name, "ready.json")
-        config_file.write_text(json.dumps(raw))
-        stdio = open(Path(workdir.name, "launcher.log"), "ab")
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "host.launcher", "--config-json", str(config_file),
-             "--ready-file", str(ready_file), "--parent-pid", str(os.getpid()),
-             "--log-format", log_format],
-            stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, cwd=os.getcwd(),
-            env=project_env(runtime_id=str(config_file)))
-        stdio.close()
-        deadline = time.monotonic() + (timeout or sys_cfg.start_timeout_s + 10)
-        status = wait_ready(launcher, ready_file, deadline, Path(workdir.name, "launcher.log"))
+        # The key that signs every frame (runtime.frames): this host's, written to the
+        # configured file or to the private launch folder, where the launcher reads it.
+        secret = frames.write_secret_file(sys_cfg.secret_file
+                                          or Path(workdir.name, "secret.key"))
+        frames.use_secret_file(secret)
+        frames.limit_message_bytes(sys_cfg.max_message_bytes)
+        raw["system"] = {**raw["system"], "secret_file": str(secret)}
+        launcher, status = start_launcher(
+            raw, Path(workdir.name), cwd=Path.cwd(), parent_pid=os.getpid(),
+            log_format=log_format, timeout_s=timeout or sys_cfg.start_timeout_s + 10)
         if not status.get("ready"):
-            _stop_launcher(launcher)
             workdir.cleanup()
             error = status.get("error", {})
             raise ErrorInfo(error.get("code", "INIT_ERROR"), error.get("message", "")).to_exception()
         try:
-            system = cls._join(parsed, launcher, workdir)
-            system._marker = str(config_file)
+            system = cls._join(with_admin_port(parsed, status["admin_port"]), launcher, workdir)
+            system._marker = str(Path(workdir.name, "config.json"))
+            system.secret_file = secret
             return system
         except BaseException:
-            _stop_launcher(launcher)
+            stop_launcher(launcher)
             workdir.cleanup()
             raise
 
     @classmethod
     def connect(cls, admin_port: int, *, address: str = "127.0.0.1",
-                timeout: float = DEFAULT_CALL_TIMEOUT_S) -> "ServiceSystem":
-        """Join a runtime that is already running (a daemon, or another host's)."""
+                timeout: float = DEFAULT_CALL_TIMEOUT_S, secret_file: str | Path | None = None,
+                max_message_bytes: int | None = None) -> "ServiceSystem":
+        """Join a runtime that is already running (a daemon, or another host's).
+
+        ``secret_file``: the runtime's key (default: where a daemon on this port
+        keeps it, ``<tmp>/grym-<port>/secret.key``; a handle's ``secret_file`` for
+        one that another host started)."""
         if not port_in_use(address, admin_port):
             raise ServiceUnavailable(f"nothing is listening on {address}:{admin_port}; "
                                      "start the runtime first (run.py start)",
                                      {"admin_port": admin_port})
-        config = SystemConfig.from_dict({"system": {"admin_port": admin_port,
-                                                    "bind_address": address}})
-        return cls._join(config, None, None, timeout=timeout, owned=False)
+        system = {"admin_port": admin_port, "bind_address": address}
+        if secret_file:
+            system["secret_file"] = str(secret_file)
+        if max_message_bytes:
+            system["max_message_bytes"] = max_message_bytes
+        config = SystemConfig.from_dict({"system": system})
+        secret = frames.use_secret_file(config.secret_file())
+        frames.limit_message_bytes(config.system.max_message_bytes)
+        joined = cls._join(config, None, None, timeout=timeout, owned=False)
+        joined.secret_file = secret
+        return joined
 
     @classmethod
     def _join(cls, config: SystemConfig, launcher, workdir, timeout: float = DEFAULT_CALL_TIMEOUT_S,
@@ -137,7 +154,7 @@ class ServiceSystem:
         info = asys.ask(supervisor, GetSystemInfo(), timeout)
         if not isinstance(info, SystemInfo):
             raise ServiceUnavailable(f"the supervisor did not answer within {timeout:g} s")
-        return cls(asys, info, config if owned else None, launcher, workdir, owned)
+        return cls(asys, info, config, launcher, workdir, owned)
 
     # -- calls --------------------------------------------------------------------
     def _endpoint(self) -> Any:
@@ -183,8 +200,10 @@ class ServiceSystem:
         return reply
 
     def run_task(self, msg: Task | ExecuteTask, timeout: float | None) -> TaskResult:
-        task = msg if isinstance(msg, Task) else msg.task
-        wait = timeout or (task.timeout_s or self.default_task_timeout_s) + REPLY_MARGIN_S
+        """Send a task to the router; wait for the deadline the router gives it (the
+        system's deadline rule, from SystemInfo) plus the hops, unless ``timeout`` says."""
+        task, service = (msg, None) if isinstance(msg, Task) else (msg.task, msg.service)
+        wait = timeout or self._info.timeout_for(task, service) + REPLY_MARGIN_S
         try:
             reply = self.ask(self._info.router, msg, wait,
                              expect=lambda r: isinstance(r, TaskResult) and r.task_id == task.id)
@@ -206,6 +225,27 @@ class ServiceSystem:
     @property
     def info(self) -> SystemInfo:
         return self._info
+
+    @property
+    def admin_port(self) -> int:
+        """The port of the runtime's admin: what ``connect`` and external actors join."""
+        return self._admin_port
+
+    @property
+    def launcher_pid(self) -> int | None:
+        """The launcher of a runtime this handle started (None for one joined with ``connect``)."""
+        return self._launcher.pid if self._launcher is not None else None
+
+    def open_endpoint(self) -> AbstractContextManager[ActorSystem]:
+        """A private Thespian endpoint on the runtime's actor system, for a thread
+        that talks to actors itself (a benchmark, or your own actors):
+
+            with system.open_endpoint() as asys:
+                mine = asys.createActor(MyActor)
+                reply = asys.ask(system.info.router, Task(...), 10)
+
+        Use it from the thread that opened it; it closes when the block ends."""
+        return self._asys.private()
 
     def refresh(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> SystemInfo:
         """Fetch where the router and context actors are now (they move when restarted)."""
@@ -248,7 +288,7 @@ class ServiceSystem:
         finally:
             self._close_endpoints()
             if self._launcher is not None:
-                _stop_launcher(self._launcher)
+                stop_launcher(self._launcher)
             if self._workdir is not None:
                 self._workdir.cleanup()
 
@@ -400,7 +440,7 @@ class ContextSubscription:
 
     def __init__(self, system: ServiceSystem, filter: ContextFilter, since_seq: int | None,
                  timeout: float):
-        self._asys, self._context = system._asys, system.info.context
+        self._system, self._context = system, system.info.context
         self._changes: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -421,7 +461,7 @@ class ContextSubscription:
             self._changes.put(change)
 
     def _listen(self, filter: ContextFilter, since_seq: int | None, timeout: float) -> None:
-        with self._asys.private() as endpoint:
+        with self._system.open_endpoint() as endpoint:
             self._reply = endpoint.ask(self._context, SubscribeContext(filter, since_seq), timeout)
             self._ready.set()
             if not isinstance(self._reply, ContextSubscribed):
@@ -488,7 +528,7 @@ class HealthMonitor:
                 raise TaskTimeout("the supervisor did not confirm the health subscription")
 
     def _listen(self) -> None:
-        with self._system._asys.private() as endpoint:
+        with self._system.open_endpoint() as endpoint:
             supervisor = self._system.info.supervisor
             reply = endpoint.ask(supervisor, SubscribeHealth(), DEFAULT_CALL_TIMEOUT_S)
             if isinstance(reply, Subscribed):
@@ -502,7 +542,7 @@ class HealthMonitor:
                         try:
                             callback(msg)
                         except Exception:  # noqa: BLE001 - a host callback must not stop the listener
-                            log.exception("health_callback_failed", event=msg.kind.value)
+                            log.exception("health_callback_failed", kind=msg.kind.value)
             try:
                 endpoint.tell(supervisor, UnsubscribeHealth())
             except Exception:  # noqa: BLE001 - the system may already be gone
@@ -516,13 +556,3 @@ class HealthMonitor:
 
 def _is_error(reply: Any) -> bool:
     return isinstance(reply, (ErrorReply, PoisonMessage))
-
-
-def _stop_launcher(launcher: subprocess.Popen) -> None:
-    if launcher.poll() is None:
-        launcher.terminate()
-        try:
-            launcher.wait(15)
-        except subprocess.TimeoutExpired:
-            launcher.kill()
-            launcher.wait(5)

@@ -6,7 +6,8 @@
 
 A syntax error and a value the settings refuse read the same way, so a person
 can jump straight to the line. Relative paths in the file (``system.log_dir``,
-``context.path``) are relative to the file, not to wherever a command runs:
+``system.secret_file``, ``context.path``, ``http.token_file``) are relative to the
+file, not to wherever a command runs:
 ``start``, ``status`` and ``stop`` run from different directories must agree
 on where the log directory (with the pid and marker files) is.
 """
@@ -24,7 +25,8 @@ from supervisor.config import SystemConfig
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\[\]=#]+?)\s*(\]|#|$)")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
-PATH_KEYS = (("system", "log_dir"), ("context", "path"))
+PATH_KEYS = (("system", "log_dir"), ("system", "secret_file"), ("context", "path"),
+             ("http", "token_file"))
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -2,35 +2,13 @@
 
 Pickling restores a dataclass without calling ``__init__``, so a message that
 arrives from another process is validated again by the actor that receives it
-(``validate()``), not only when it is built.
+(``validate()``), not only when it is built. The checks are in ``validation``.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from dataclasses import dataclass
-from typing import Any
-
-from .errors import InvalidInput
-
-
-def require(condition: bool, field: str, problem: str) -> None:
-    if not condition:
-        raise InvalidInput(f"{field}: {problem}", {"field": field})
-
-
-def require_text(value: Any, field: str, max_len: int = 256) -> None:
-    require(isinstance(value, str) and 0 < len(value) <= max_len, field,
-            f"must be a non-empty string of at most {max_len} characters, got {value!r:.80}")
-
-
-def require_seconds(value: Any, field: str, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    require(isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0, field,
-            f"must be a positive number of seconds, got {value!r:.80}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .base import Message, require, require_seconds, require_text
+from .base import Message
+from .validation import is_int, is_number, require, require_seconds, require_text
 
 PRIORITY_MIN, PRIORITY_MAX = 1, 10
 CRITICAL = PRIORITY_MAX  # never evicted
@@ -105,8 +106,7 @@ def priority_value(value: Any, field_name: str) -> int:
         require(value.lower() in PRIORITY_NAMES, field_name,
                 f"must be 1-10 or one of {', '.join(PRIORITY_NAMES)}, got {value!r:.40}")
         return PRIORITY_NAMES[value.lower()]
-    require(isinstance(value, int) and not isinstance(value, bool)
-            and PRIORITY_MIN <= value <= PRIORITY_MAX, field_name,
+    require(is_int(value) and PRIORITY_MIN <= value <= PRIORITY_MAX, field_name,
             f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX} or a name, got {value!r:.40}")
     return int(value)
 
@@ -124,9 +124,8 @@ def _text_set(value: Any, field_name: str) -> frozenset[str]:
 
 
 def _require_time(value: Any, field_name: str) -> None:
-    require(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                              and math.isfinite(value) and value >= 0),
-            field_name, f"must be a non-negative number of seconds or None, got {value!r:.40}")
+    require(value is None or (is_number(value) and value >= 0), field_name,
+            f"must be a non-negative number of seconds or None, got {value!r:.40}")
 
 
 def _optional_text(value: Any, field_name: str) -> None:
@@ -187,8 +186,7 @@ class ContextItem(Message):
                 "must be a bool or None")
         for name in ("created_at", "updated_at", "expires_at"):
             _require_time(getattr(self, name), name)
-        require(isinstance(self.version, int) and not isinstance(self.version, bool)
-                and self.version >= 0, "version", "must be a non-negative integer")
+        require(is_int(self.version) and self.version >= 0, "version", "must be a non-negative integer")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly form, e.g. for error details."""
@@ -275,11 +273,9 @@ class ContextFilter(Message):
             for path in self.content:
                 require(all(path.split(".")), "content", f"path {path!r:.60} has an empty segment")
         require(isinstance(self.order, Order), "order", "must be newest, oldest or priority")
-        require(isinstance(self.limit, int) and not isinstance(self.limit, bool)
-                and 1 <= self.limit <= MAX_QUERY_LIMIT, "limit",
+        require(is_int(self.limit) and 1 <= self.limit <= MAX_QUERY_LIMIT, "limit",
                 f"must be an integer from 1 to {MAX_QUERY_LIMIT}, got {self.limit!r:.40}")
-        require(isinstance(self.offset, int) and not isinstance(self.offset, bool)
-                and self.offset >= 0, "offset", f"must be a non-negative integer, got {self.offset!r:.40}")
+        require(is_int(self.offset) and self.offset >= 0, "offset", f"must be a non-negative integer, got {self.offset!r:.40}")
 
 
 def _require_item_id(value: Any) -> None:
@@ -344,8 +340,7 @@ class UpdateContext(Message):
         _require_item_id(self.item_id)
         normalise_changes(self.changes)
         require(self.expected_version is None
-                or (isinstance(self.expected_version, int) and not isinstance(self.expected_version, bool)
-                    and self.expected_version >= 0),
+                or (is_int(self.expected_version) and self.expected_version >= 0),
                 "expected_version", "must be a non-negative integer or None")
 
 
@@ -399,8 +394,7 @@ class SubscribeContext(Message):
     def validate(self) -> None:
         _require_filter(self.filter)
         require(self.since_seq is None
-                or (isinstance(self.since_seq, int) and not isinstance(self.since_seq, bool)
-                    and self.since_seq >= 0), "since_seq", "must be a non-negative integer or None")
+                or (is_int(self.since_seq) and self.since_seq >= 0), "since_seq", "must be a non-negative integer or None")
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .base import Message, require, require_seconds, require_text
+from .base import Message
 from .errors import ErrorInfo
 from .service import ServiceStatus
-from .task import Task
+from .task import Task, effective_timeout_s
+from .validation import is_int, require, require_seconds, require_text
 
 # How a host or an external actor finds the running supervisor: Thespian's
 # createActor with this class path and global name returns the existing one.
@@ -53,21 +54,34 @@ class ServiceInfo(Message):
     restarts: int = 0
     pid: int | None = None
     last_error: str | None = None
+    task_timeout_s: float | None = None  # the service's own default deadline for a task
 
 
 @dataclass(frozen=True)
 class SystemInfo(Message):
-    """Where the system's actors are. External actors start here."""
+    """Where the system's actors are, and what a caller needs to know how long a
+    task may take (``timeout_for``). External actors start here."""
 
     supervisor: Any
     router: Any
     context: Any
     services: tuple[ServiceInfo, ...]
+    default_task_timeout_s: float
     routes: Mapping[str, str] = field(default_factory=dict)
     shutting_down: bool = False
     core: tuple[ServiceInfo, ...] = ()  # the router and the context actor
     log_dir: str | None = None
     pid: int | None = None               # the supervisor's process
+    admin_port: int | None = None        # where the admin listens (picked at start if not set)
+
+    def validate(self) -> None:
+        require_seconds(self.default_task_timeout_s, "default_task_timeout_s", allow_none=False)
+
+    def timeout_for(self, task: Task, service: str | None = None) -> float:
+        """The deadline the router gives ``task``: sent to ``service``, or routed by its type."""
+        name = service if service is not None else self.routes.get(task.type)
+        own = next((s.task_timeout_s for s in self.services if s.name == name), None)
+        return effective_timeout_s(task, own, self.default_task_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,10 @@ class ServiceList(Message):
 @dataclass(frozen=True)
 class GetServiceMetrics(Message):
     name: str | None = None  # None: every service
+
+    def validate(self) -> None:
+        if self.name is not None:
+            require_text(self.name, "name")
 
 
 @dataclass(frozen=True)
@@ -122,7 +140,21 @@ class HealthEventKind(str, enum.Enum):
     SERVICE_DEGRADED = "service_degraded"
     SERVICE_RECOVERED = "service_recovered"
     SERVICE_RESTARTED = "service_restarted"
+    SERVICE_STOPPED = "service_stopped"      # ended normally, not restarted (transient, temporary)
     SERVICE_FAILED = "service_failed"
+
+
+class HealthCause(str, enum.Enum):
+    """Why the health policy judged a child as it did (``reason`` says it for people)."""
+
+    STARTING = "starting"                    # no heartbeat answered yet; only the start-up timeout applies
+    STARTUP_TIMEOUT = "startup_timeout"
+    MISSED_HEARTBEATS = "missed_heartbeats"
+    HUNG = "hung"                            # a task far past its deadline
+    ERROR_RATE = "error_rate"
+    MEMORY = "memory"
+    RECOVERING = "recovering"                # well again after being unhealthy
+    HEALTHY = "healthy"
 
 
 @dataclass(frozen=True)
@@ -133,6 +165,7 @@ class HealthEvent(Message):
     status: ServiceStatus
     reason: str
     at: float  # wall clock
+    cause: HealthCause | None = None  # set when a health verdict caused the event
 
 
 @dataclass(frozen=True)
@@ -141,6 +174,12 @@ class SubscribeHealth(Message):
 
     kinds: tuple[HealthEventKind, ...] = ()
     since: int | None = None
+
+    def validate(self) -> None:
+        require(isinstance(self.kinds, tuple) and all(isinstance(k, HealthEventKind) for k in self.kinds),
+                "kinds", "must be a tuple of HealthEventKind")
+        require(self.since is None or (is_int(self.since) and self.since >= 0), "since",
+                "must be a non-negative integer or None")
 
 
 @dataclass(frozen=True)
@@ -200,12 +239,19 @@ class RouterSetup(Message):
     fetch_context: frozenset[str]  # services whose tasks get context fetched
     default_timeout_s: float
     token: str = ""  # the supervisor's: later control messages must carry it
+    # Every service as the supervisor knows it now: a restarted router starts complete.
+    directory: tuple[ServiceDirectoryUpdate, ...] = ()
 
     def validate(self) -> None:
         require(isinstance(self.routes, Mapping) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.routes.items()),
             "routes", "must map task types to service names")
         require(isinstance(self.fetch_context, frozenset), "fetch_context", "must be a frozenset")
+        require(isinstance(self.directory, tuple) and all(
+            isinstance(d, ServiceDirectoryUpdate) for d in self.directory),
+            "directory", "must be a tuple of ServiceDirectoryUpdate")
+        for entry in self.directory:
+            entry.validate()
         require_seconds(self.default_timeout_s, "default_timeout_s", allow_none=False)
 
 
@@ -231,8 +277,21 @@ class ServiceDirectoryUpdate(Message):
     def validate(self) -> None:
         require_text(self.name, "name")
         require(isinstance(self.status, ServiceStatus), "status", "must be a ServiceStatus")
-        require(isinstance(self.generation, int) and isinstance(self.max_queue, int),
+        require(is_int(self.generation) and is_int(self.max_queue),
                 "generation", "generation and max_queue must be integers")
+
+
+@dataclass(frozen=True)
+class ContextMoved(Message):
+    """Supervisor -> router: the context actor's address for its new generation
+    (None while it is down: tasks then run without context instead of waiting)."""
+
+    address: Any
+    generation: int
+    token: str = ""
+
+    def validate(self) -> None:
+        require(is_int(self.generation), "generation", "must be an integer")
 
 
 @dataclass(frozen=True)

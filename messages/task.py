@@ -5,8 +5,9 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from .base import Message, require, require_seconds, require_text
+from .base import Message
 from .errors import ErrorInfo
+from .validation import is_int, require, require_seconds, require_text
 
 PRIORITY_MIN, PRIORITY_MAX = 1, 10
 
@@ -27,8 +28,7 @@ class Task(Message):
     def validate(self) -> None:
         require_text(self.id, "id")
         require_text(self.type, "type", 128)
-        require(isinstance(self.priority, int) and not isinstance(self.priority, bool)
-                and PRIORITY_MIN <= self.priority <= PRIORITY_MAX, "priority",
+        require(is_int(self.priority) and PRIORITY_MIN <= self.priority <= PRIORITY_MAX, "priority",
                 f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {self.priority!r:.40}")
         require_seconds(self.timeout_s, "timeout_s")
         require(isinstance(self.metadata, Mapping), "metadata", "must be a mapping")
@@ -38,6 +38,16 @@ class Task(Message):
 
     def with_context(self, context: Mapping[str, Any]) -> "Task":
         return replace(self, context=dict(context))
+
+
+def effective_timeout_s(task: Task, service_timeout_s: float | None, default_s: float) -> float:
+    """The one deadline rule: the task's own ``timeout_s``, else its service's
+    ``task_timeout_s``, else the system's ``default_task_timeout_s``.
+
+    The router gives an accepted task this long; a service takes a task sent
+    to it directly for this long; a host waits this long (plus the hops).
+    """
+    return task.timeout_s or service_timeout_s or default_s
 
 
 class TaskStatus(str, enum.Enum):

@@ -5,4 +5,4 @@ The host, the launcher, the admin and every actor process import this package
 travel in environment variables, so a process started with spawn or
 forkserver configures itself the same way as a forked one.
 """
-from . import logs, network  # noqa: F401 - applied on import
+from . import frames, logs, network  # noqa: F401 - applied on import

@@ -8,6 +8,7 @@ one task by ``metadata={"inject": ...}``:
 - ``hang``: block the worker for ``hang_s`` (the supervisor kills the process)
 - ``crash``: the process dies at once (as ``kill -9`` would do it)
 - ``leak``: keep ``leak_bytes`` more memory alive, then answer normally
+- ``exit``: answer normally, then end the service normally (``request_stop``)
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from typing import Any
 
 from messages.errors import ExecutionError, InitError
 from messages.task import Task
+from messages.validation import check, is_int, is_number
 
 from .model_service import ModelService
-from .settings import check, is_number
 
-FAULTS = ("fail", "hang", "crash", "leak")
+FAULTS = ("fail", "hang", "crash", "leak", "exit")
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,21 @@ class EchoSettings:
         check(self.inject is None or self.inject in FAULTS, "inject",
               f"must be one of {', '.join(FAULTS)}")
         check(is_number(self.hang_s) and self.hang_s > 0, "hang_s", "must be > 0")
-        check(isinstance(self.leak_bytes, int) and self.leak_bytes > 0, "leak_bytes",
+        check(is_int(self.leak_bytes) and self.leak_bytes > 0, "leak_bytes",
               "must be a positive integer")
 
 
 class EchoService(ModelService):
     kind = "echo"
-    task_types: frozenset[str] = frozenset()  # echoes any task type routed to it
+    task_types = frozenset({"echo"})  # its default route; it echoes any type routed to it
     Settings = EchoSettings
 
-    def __init__(self, name: str, settings: EchoSettings):
-        super().__init__(name, settings)
+    def __init__(self, name: str, settings: EchoSettings, **runtime: Any):
+        super().__init__(name, settings, **runtime)
         self._leaked: list[bytearray] = []
+
+    def check_task(self, task: Task) -> None:
+        """Any task type: ``[routes]`` may send it whatever a test needs echoed."""
 
     def initialize(self) -> None:
         s = self.settings
@@ -78,6 +82,8 @@ class EchoService(ModelService):
             os.kill(os.getpid(), signal.SIGKILL)
         elif fault == "leak":
             self._leaked.append(bytearray(self.settings.leak_bytes))
+        elif fault == "exit":
+            self.request_stop(f"task {task.id!r} asked the service to end")
         if self.settings.delay_ms:
             time.sleep(self.settings.delay_ms / 1000)
         return task.data

@@ -8,7 +8,7 @@ found through the ``grym.services`` entry point group (see ``registry.py``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from messages.errors import InvalidTaskType
 from messages.task import Task
@@ -28,18 +28,29 @@ class ModelService:
     Subclasses set ``kind``, ``task_types`` and ``Settings`` (a frozen
     dataclass validated in ``__post_init__``), and implement ``initialize``
     and ``execute``; a kind that can batch overrides ``execute_batch``.
+
+    ``Settings`` holds the kind's own model knobs only. The runtime's keys of a
+    service (queue, batching, deadline, memory, restart, eager, context: see
+    ``supervisor.config.ServiceSpec``) belong to the service spec; a kind may
+    give them defaults in ``runtime_defaults``, and gets the values it needs
+    (``max_memory``) as arguments.
     """
 
     kind: ClassVar[str] = ""
+    # The task types the kind serves: checked before a task is queued, and each
+    # configured service of the kind is the default route for them.
     task_types: ClassVar[frozenset[str]] = frozenset()
     Settings: ClassVar[type] = NoSettings
+    runtime_defaults: ClassVar[Mapping[str, Any]] = {}
     # Modules worth importing in the supervisor before it forks service
     # processes, so that a (re)started service does not pay for the import.
     preload_modules: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, name: str, settings: Any):
+    def __init__(self, name: str, settings: Any, *, max_memory: int | None = None):
         self.name = name
         self.settings = settings
+        self.max_memory = max_memory  # bytes of resident memory the service may use, or None
+        self.stop_reason: str | None = None  # set by request_stop
         self._initialized = False
 
     # -- lifecycle -------------------------------------------------------
@@ -53,6 +64,12 @@ class ModelService:
     def shutdown(self) -> None:
         """Release models and other resources. Must be safe to call twice."""
         self._initialized = False
+
+    def request_stop(self, reason: str) -> None:
+        """End this service normally once the work already queued is answered (OTP's
+        ``{stop, normal, ...}``): it takes no new tasks, ``shutdown`` runs, and its
+        supervisor does not restart it if its restart type is ``transient``."""
+        self.stop_reason = reason
 
     # -- work --------------------------------------------------------------
     def check_task(self, task: Task) -> None:

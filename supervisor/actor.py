@@ -1,11 +1,12 @@
 """The Supervisor actor: parent of every other actor, and the health policy's hands.
 
 It creates the context actor, the router and one actor per configured
-service; it is their real Thespian parent, so it hears when one exits. It
-also sends heartbeats, because the exit notice does not always arrive, and
-because a hung process does not exit. What to do about an exit or a bad
-heartbeat is decided by plain policy classes (restart_policy, health_policy);
-this actor carries their decisions out and tells the router.
+service, each from its child spec (children.py); it is their real Thespian
+parent, so it hears when one exits. It also sends heartbeats, because the exit
+notice does not always arrive, and because a hung process does not exit. What
+to do about an exit or a bad heartbeat is decided by plain policy classes
+(restart_policy, health_policy); this actor carries their decisions out and
+tells the router.
 """
 from __future__ import annotations
 
@@ -20,25 +21,26 @@ from typing import Any
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
 from actors.base import GrymActor
-from actors.context_actor import ContextActor
-from actors.router import TaskRouter
-from actors.service_actor import ServiceActor
+from messages.base import Message
 from messages.errors import (
     ErrorCode, InitError, ServiceNotFound, ServiceUnavailable, ShuttingDown,
 )
 from messages.service import (
-    ConfigureService, GetMetrics, Heartbeat, HeartbeatAck, Initialize, ServiceMetrics,
-    ServiceStatus, Shutdown, StatusReply,
+    GetMetrics, Heartbeat, HeartbeatAck, Initialize, ServiceMetrics, ServiceStatus,
+    ServiceStopped, Shutdown, StatusReply,
 )
 from messages.system import (
-    ContextSetup, Drain, DrainDone, ErrorReply, GetRoutes, Routes, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
-    HealthEvent, HealthEventKind, HealthReport, ListServices, MetricsReport, RouterSetup,
-    ServiceDirectoryUpdate, ServiceList, ShutdownSystem, StartSystem, Subscribed,
-    SubscribeHealth, SystemInfo, SystemStopped, UnsubscribeHealth,
+    Drain, DrainDone, ErrorReply, GetHealth, GetRoutes, GetService, GetServiceMetrics,
+    GetSystemInfo, HealthCause, HealthEvent, HealthEventKind, HealthReport, ListServices,
+    MetricsReport, Routes, ServiceList, ShutdownSystem, StartSystem, Subscribed, SubscribeHealth,
+    SystemInfo, SystemStopped, UnsubscribeHealth,
 )
 from services.registry import load_kind
 
-from .children import Child, kill_process, process_gone
+from .children import (
+    CONTEXT, ROUTER, Child, Lost, SpawnEnv, core_children, directory_entry, kill_process,
+    process_gone, service_child,
+)
 from .config import SystemConfig
 from .health_policy import HealthTracker
 
@@ -57,12 +59,15 @@ class Supervisor(GrymActor, Actor):
         GetHealth: "on_get_health", GetServiceMetrics: "on_get_metrics",
         ServiceMetrics: "on_metrics", ShutdownSystem: "on_shutdown", DrainDone: "on_drained",
         ActorExitRequest: "on_exit", ErrorReply: "on_error_reply", Routes: "on_routes",
+        ServiceStopped: "on_service_stopped",
     }
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.config: SystemConfig | None = None
-        self.children: dict[str, Child] = {}
+        # Kept apart, so that no service name can stand for a core child.
+        self.core: dict[str, Child] = {}       # the context actor and the router
+        self.services: dict[str, Child] = {}
         self.starter = None
         self.ready_probe_sent = False
         self.heartbeat_seq = itertools.count(1)
@@ -90,11 +95,13 @@ class Supervisor(GrymActor, Actor):
         for spec in self.config.services.values():
             for module in load_kind(spec.kind).preload_modules:
                 importlib.import_module(module)
-        self.children["context"] = Child.for_core("context")
-        self.children["router"] = Child.for_core("router")
-        for name, spec in self.config.services.items():
-            self.children[name] = Child.for_service(spec)
-        for child in self.children.values():
+        self.core = {spec.name: Child.of(spec) for spec in core_children()}
+        self.services = {name: Child.of(service_child(spec))
+                         for name, spec in self.config.services.items()}
+        for child in self._children():
+            # The same for the actor classes, which the children import by name.
+            importlib.import_module(child.spec.actor_class.rpartition(".")[0])
+        for child in self._children():
             self._spawn(child)
         self.wakeupAfter(self.config.health.heartbeat_interval_s, payload=("heartbeat",))
         self.log.info("system_starting", services=sorted(self.config.services))
@@ -107,16 +114,16 @@ class Supervisor(GrymActor, Actor):
         told "ready" must find it set up."""
         if self.starter is None or self.ready_probe_sent:
             return
-        waiting = [c for c in self._services() if c.spec.eager
-                   and c.status not in (S.ONLINE, S.DEGRADED, S.FAILED)]
+        waiting = [c for c in self.services.values() if c.spec.service.eager
+                   and c.status not in (S.ONLINE, S.DEGRADED, S.STOPPED, S.FAILED)]
         if not waiting:
             self.ready_probe_sent = True
-            self.send(self.children["router"].address, GetRoutes())
+            self.send(self.core[ROUTER].address, GetRoutes())
 
     def on_routes(self, msg: Routes, sender: Any) -> None:
         if self.starter is None or not self.ready_probe_sent:
             return
-        published = {c.name for c in self._services() if c.address is not None}
+        published = {c.name for c in self.services.values() if c.address is not None}
         if not published <= set(msg.services):
             self.wakeupAfter(0.02, payload=("ready-probe",))  # updates still on their way
             return
@@ -126,64 +133,41 @@ class Supervisor(GrymActor, Actor):
 
     # -- children ---------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
+        """Start a new generation of ``child`` from its spec: the same steps for every child."""
+        spec = child.spec
         child.generation += 1
-        child.status, child.pid = S.OFFLINE, None
-        child.health = HealthTracker(self.config.health, child.spec.max_memory if child.spec
-                                     else None, started_at=time.monotonic())
-        actor_class = {"router": TaskRouter, "context": ContextActor}.get(child.role, ServiceActor)
-        child.address = self.createActor(actor_class)
-        if child.role == "service":
-            spec = child.spec
-            self.send(child.address, ConfigureService(
-                name=spec.name, kind=spec.kind, settings=spec.settings, max_queue=spec.max_queue,
-                max_batch_size=spec.max_batch_size, max_batch_delay_ms=spec.max_batch_delay_ms,
-                generation=child.generation, token=self.token,
-                # Load at once if it was loaded before, or a caller is waiting for it.
-                eager=spec.eager or child.was_initialized or bool(child.waiters)))
-            self._publish(child)
-        elif child.role == "context":
-            self.send(child.address, ContextSetup(settings=dict(self.config.context)))
-            child.status = S.ONLINE
-            self._tell_router(ServiceDirectoryUpdate("context", child.address, S.ONLINE,
-                                                     child.generation, 0, token=self.token))
-        else:
-            child.status = S.ONLINE
-            self._setup_router(child)
+        child.status = S.OFFLINE if spec.reports_status else S.ONLINE
+        child.pid, child.ending, child.degraded_cause = None, None, None
+        child.health = HealthTracker(self.config.health, spec.max_memory,
+                                     started_at=time.monotonic())
+        child.address = self.createActor(spec.actor_class)
+        self.send(child.address, spec.setup(child, SpawnEnv(
+            config=self.config, token=self.token,
+            core={c.name: c.address for c in self.core.values()},
+            directory=tuple(directory_entry(c, self.token) for c in self.services.values()))))
+        self._announce(child)
         self.log.info("child_started", child=child.name, generation=child.generation)
 
-    def _setup_router(self, router: Child) -> None:
-        cfg = self.config
-        self.send(router.address, RouterSetup(
-            routes=dict(cfg.routes), context=self.children["context"].address,
-            fetch_context=frozenset(n for n, s in cfg.services.items() if s.fetch_context),
-            default_timeout_s=cfg.system.default_task_timeout_s, token=self.token))
-        for child in self._services():
-            self._publish(child)
+    def _announce(self, child: Child, lost: Lost | None = None) -> None:
+        """Tell the router what it must know of ``child`` now (where it is, whether
+        it takes work, and with ``lost`` that its last generation is gone)."""
+        msg = child.spec.announce(child, self.token, lost)
+        if msg is not None:
+            self._tell_router(msg)
 
-    def _publish(self, child: Child, lost_reason: str | None = None,
-                 lost_code: ErrorCode | None = None, generation: int | None = None) -> None:
-        """Tell the router where a service is and whether it takes work."""
-        spec = child.spec
-        self._tell_router(ServiceDirectoryUpdate(
-            name=child.name, address=child.address, status=child.status,
-            generation=child.generation if generation is None else generation,
-            max_queue=spec.max_queue, kind=spec.kind, task_timeout_s=spec.task_timeout_s,
-            lost_reason=lost_reason, lost_code=None if lost_code is None else lost_code.value,
-            token=self.token))
-
-    def _tell_router(self, msg: ServiceDirectoryUpdate) -> None:
-        router = self.children.get("router")
+    def _tell_router(self, msg: Message) -> None:
+        router = self.core.get(ROUTER)
         if router is not None and router.address is not None:
             self.send(router.address, msg)
+
+    def _children(self) -> list[Child]:
+        return [*self.core.values(), *self.services.values()]
 
     def _child_at(self, address: Any) -> Child | None:
         # Thespian addresses are not hashable; there are only a handful of children.
         if address is None:
             return None
-        return next((c for c in self.children.values() if c.address == address), None)
-
-    def _services(self) -> list[Child]:
-        return [c for c in self.children.values() if c.role == "service"]
+        return next((c for c in self._children() if c.address == address), None)
 
     def on_status(self, msg: StatusReply, sender: Any) -> None:
         child = self._child_at(sender)
@@ -201,70 +185,96 @@ class Supervisor(GrymActor, Actor):
         if msg.status in (S.ONLINE, S.DEGRADED):
             self._answer_waiters(child)
         if was is not msg.status:
-            self._publish(child)
+            self._announce(child)
         self._maybe_ready()
         self._maybe_stopped()
+
+    def on_service_stopped(self, msg: ServiceStopped, sender: Any) -> None:
+        """A service has released its model and asks to end normally: end it, and
+        count the exit that follows as normal (no restart if it is transient)."""
+        child = self._child_at(sender)
+        if child is None or child.generation != msg.generation or child.ending is not None:
+            return
+        child.ending = msg.reason
+        self.log.info("child_ending", child=child.name, reason=msg.reason)
+        if child.status is not S.STOPPING:
+            child.status = S.STOPPING
+            self._announce(child)
+        self.send(child.address, ActorExitRequest())
 
     def on_child_exited(self, msg: ChildActorExited, sender: Any) -> None:
         child = self._child_at(msg.childAddress)
         if child is not None:
-            self._child_down(child, "process exited", ErrorCode.EXECUTION_ERROR)
+            self._child_gone(child, "process exited")
 
-    def _child_down(self, child: Child, reason: str, code: ErrorCode) -> None:
-        """A child is gone or must go: make sure of it, tell the router, decide a restart."""
+    def _child_gone(self, child: Child, how: str) -> None:
+        """Its process is gone, not by our health policy's hand: a normal exit
+        if the child asked to end, a crash otherwise."""
+        if child.ending is not None:
+            self._child_down(child, f"ended normally: {child.ending}", ErrorCode.SHUTTING_DOWN,
+                             normal=True)
+        else:
+            self._child_down(child, how, ErrorCode.EXECUTION_ERROR)
+
+    def _child_down(self, child: Child, reason: str, code: ErrorCode, normal: bool = False) -> None:
+        """A child is gone or must go: make sure of it, tell the router, decide a restart.
+
+        ``code`` is what the callers of its tasks in flight get."""
         kill_process(child.pid)
-        old_generation, child.address, child.pid = child.generation, None, None
+        child.address, child.pid = None, None
         child.last_error = reason
         if self.shutting_down:
             child.status = S.OFFLINE
+            self._maybe_stopped()
             return
-        child.status = S.UNHEALTHY
-        self.log.warning("child_down", child=child.name, generation=old_generation, reason=reason)
-        if child.role == "service":
-            self._publish(child, reason, code, generation=old_generation)
-        decision = child.restart.on_exit(time.monotonic(), abnormal=True)
+        child.status = S.STOPPED if normal else S.UNHEALTHY
+        (self.log.info if normal else self.log.warning)(
+            "child_down", child=child.name, generation=child.generation, reason=reason)
+        self._announce(child, (reason, code))
+        decision = child.restart.on_exit(time.monotonic(), abnormal=not normal)
         if decision.restart:
             self._event(E.SERVICE_RESTARTED, child, f"{reason}; {decision.reason}")
             if decision.delay_s <= 0:
                 self._spawn(child)
             else:
-                self.wakeupAfter(decision.delay_s, payload=("restart", child.name, old_generation))
+                self.wakeupAfter(decision.delay_s, payload=("restart", child, child.generation))
             return
-        child.status = S.FAILED
-        self.log.error("child_failed", child=child.name, reason=decision.reason)
-        self._event(E.SERVICE_FAILED, child, f"{reason}; {decision.reason}")
-        if child.role == "service":
-            self._publish(child)
+        if normal:
+            self._event(E.SERVICE_STOPPED, child, f"{reason}; {decision.reason}")
+        else:
+            child.status = S.FAILED
+            self.log.error("child_failed", child=child.name, reason=decision.reason)
+            self._event(E.SERVICE_FAILED, child, f"{reason}; {decision.reason}")
+            self._announce(child)
         self._answer_waiters(child)
         self._maybe_ready()
 
     # -- health -----------------------------------------------------------------------
     def _heartbeat_tick(self) -> None:
         seq = next(self.heartbeat_seq)
-        for child in list(self.children.values()):
+        for child in self._children():
             if child.address is None:
                 continue
             if process_gone(child.pid):
-                self._child_down(child, "process died (found by heartbeat)", ErrorCode.EXECUTION_ERROR)
+                self._child_gone(child, "process died (found by heartbeat)")
                 continue
             child.health.heartbeat_sent()
             self.send(child.address, Heartbeat(seq))
             verdict = child.health.assess(time.monotonic())
             if verdict.kill:
-                hung = verdict.reason.startswith("hung")
-                self._event(E.SERVICE_UNHEALTHY, child, verdict.reason, S.UNHEALTHY)
+                self._event(E.SERVICE_UNHEALTHY, child, verdict.reason, S.UNHEALTHY, verdict.cause)
                 self._child_down(child, f"was killed: {verdict.reason}",
-                                 ErrorCode.TIMEOUT if hung else ErrorCode.SERVICE_UNAVAILABLE)
-            elif child.role == "service" and child.status in (S.ONLINE, S.DEGRADED):
-                cause = verdict.reason.split()[0]  # "missed", "error", "memory", ...
+                                 verdict.code or ErrorCode.SERVICE_UNAVAILABLE)
+            elif child.spec.service is not None and child.status in (S.ONLINE, S.DEGRADED):
                 if verdict.state is not child.status:
                     kind = E.SERVICE_DEGRADED if verdict.state is S.DEGRADED else E.SERVICE_RECOVERED
                     child.status = verdict.state
-                    self._event(kind, child, verdict.reason)
-                    self._publish(child)
-                elif verdict.state is S.DEGRADED and cause != child.degraded_cause:
-                    self._event(E.SERVICE_DEGRADED, child, verdict.reason)  # still, for another reason
-                child.degraded_cause = cause if verdict.state is S.DEGRADED else None
+                    self._event(kind, child, verdict.reason, cause=verdict.cause)
+                    self._announce(child)
+                elif verdict.state is S.DEGRADED and verdict.cause is not child.degraded_cause:
+                    # still degraded, for another reason
+                    self._event(E.SERVICE_DEGRADED, child, verdict.reason, cause=verdict.cause)
+                child.degraded_cause = verdict.cause if verdict.state is S.DEGRADED else None
 
     def on_ack(self, msg: HeartbeatAck, sender: Any) -> None:
         child = self._child_at(sender)
@@ -272,9 +282,11 @@ class Supervisor(GrymActor, Actor):
             child.pid = msg.pid
             child.health.ack_received(msg)
 
-    def _event(self, kind: E, child: Child, reason: str, status: S | None = None) -> None:
+    def _event(self, kind: E, child: Child, reason: str, status: S | None = None,
+               cause: HealthCause | None = None) -> None:
         event = HealthEvent(seq=next(self.event_seq), kind=kind, service=child.name,
-                            status=status or child.status, reason=reason, at=time.time())
+                            status=status or child.status, reason=reason, at=time.time(),
+                            cause=cause)
         self.events.append(event)
         self.event_counts[kind.value] = self.event_counts.get(kind.value, 0) + 1
         self.log.info("health_event", kind=kind.value, service=child.name, reason=reason)
@@ -301,19 +313,18 @@ class Supervisor(GrymActor, Actor):
 
     def on_get_health(self, msg: GetHealth, sender: Any) -> None:
         self.send(sender, HealthReport(
-            statuses={c.name: c.status for c in self._services()}, events=tuple(self.events),
+            statuses={c.name: c.status for c in self.services.values()}, events=tuple(self.events),
             counts=dict(self.event_counts)))
 
     # -- registry and discovery ------------------------------------------------------------
     def on_get_service(self, msg: GetService, sender: Any) -> None:
-        child = self.children.get(msg.name)
-        if child is None or child.role != "service":
+        child = self.services.get(msg.name)
+        if child is None:
             raise ServiceNotFound(f"no service named {msg.name!r}; configured: "
-                                  f"{', '.join(sorted(c.name for c in self._services()))}",
-                                  {"service": msg.name})
-        if child.status is S.FAILED:
-            raise ServiceUnavailable(f"service {msg.name!r} has failed: {child.last_error}",
-                                     {"service": msg.name})
+                                  f"{', '.join(sorted(self.services))}", {"service": msg.name})
+        if child.status in (S.FAILED, S.STOPPED):
+            raise ServiceUnavailable(f"service {msg.name!r} has {child.status.value}: "
+                                     f"{child.last_error}", {"service": msg.name})
         if self.shutting_down:
             raise ShuttingDown("the system is shutting down")
         if not msg.initialize or child.status in (S.ONLINE, S.DEGRADED):
@@ -329,29 +340,34 @@ class Supervisor(GrymActor, Actor):
             if child.status is S.FAILED:
                 self.send(waiter, ErrorReply(InitError(
                     f"service {child.name!r} has failed: {child.last_error}").info()))
+            elif child.status is S.STOPPED:
+                self.send(waiter, ErrorReply(ServiceUnavailable(
+                    f"service {child.name!r} has stopped: {child.last_error}").info()))
             else:
                 self.send(waiter, child.info())
 
     def on_list(self, msg: ListServices, sender: Any) -> None:
-        self.send(sender, ServiceList(tuple(c.info() for c in self._services())))
+        self.send(sender, ServiceList(tuple(c.info() for c in self.services.values())))
 
     def on_info(self, msg: GetSystemInfo, sender: Any) -> None:
         self.send(sender, self._system_info())
 
     def _system_info(self) -> SystemInfo:
         return SystemInfo(
-            supervisor=self.myAddress, router=self.children["router"].address,
-            context=self.children["context"].address,
-            services=tuple(c.info() for c in self._services()),
+            supervisor=self.myAddress, router=self.core[ROUTER].address,
+            context=self.core[CONTEXT].address,
+            services=tuple(c.info() for c in self.services.values()),
+            default_task_timeout_s=self.config.system.default_task_timeout_s,
             routes=dict(self.config.routes), shutting_down=self.shutting_down,
-            core=tuple(c.info() for c in self.children.values() if c.role != "service"),
-            log_dir=str(self.config.log_dir()), pid=os.getpid())
+            core=tuple(c.info() for c in self.core.values()),
+            log_dir=str(self.config.log_dir()), pid=os.getpid(),
+            admin_port=self.config.system.admin_port)
 
     # -- metrics --------------------------------------------------------------------------
     def on_get_metrics(self, msg: GetServiceMetrics, sender: Any) -> None:
-        live = [c for c in self._services() if c.address is not None
+        live = [c for c in self.services.values() if c.address is not None
                 and (msg.name is None or c.name == msg.name)]
-        if msg.name is not None and msg.name not in self.children:
+        if msg.name is not None and msg.name not in self.services:
             raise ServiceNotFound(f"no service named {msg.name!r}", {"service": msg.name})
         request_id = next(self.metrics_ids)
         self.metrics_requests[request_id] = {
@@ -378,7 +394,7 @@ class Supervisor(GrymActor, Actor):
             del self.metrics_requests[request_id]
             found = request["found"]
             for name in request["missing"]:  # did not answer in time: report what we know
-                found[name] = ServiceMetrics(name=name, restarts=self.children[name].restart.total_restarts)
+                found[name] = ServiceMetrics(name=name, restarts=self.services[name].restart.total_restarts)
             self.send(request["waiter"], MetricsReport(tuple(found[n] for n in sorted(found))))
 
     # -- timers ---------------------------------------------------------------------------
@@ -389,16 +405,18 @@ class Supervisor(GrymActor, Actor):
                 self._heartbeat_tick()
                 self.wakeupAfter(self.config.health.heartbeat_interval_s, payload=("heartbeat",))
         elif payload[:1] == ("restart",):
-            child = self.children.get(payload[1])
-            if (child is not None and child.address is None and child.status is not S.FAILED
-                    and child.generation == payload[2] and not self.shutting_down):
+            child, generation = payload[1], payload[2]
+            if (child.address is None and child.status is not S.FAILED
+                    and child.generation == generation and not self.shutting_down):
                 self._spawn(child)
+        elif payload[:1] == ("stop-timeout",):
+            self._stop_timed_out(payload[1], payload[2])
         elif payload[:1] == ("metrics",):
             self._finish_metrics(payload[1], force=True)
         elif payload == ("shutdown",):
             self._stopped()
         elif payload == ("ready-probe",) and self.starter is not None:
-            self.send(self.children["router"].address, GetRoutes())
+            self.send(self.core[ROUTER].address, GetRoutes())
 
     # -- shutdown ---------------------------------------------------------------------------
     def on_shutdown(self, msg: ShutdownSystem, sender: Any) -> None:
@@ -408,26 +426,40 @@ class Supervisor(GrymActor, Actor):
         self.shutting_down = True
         self.shutdown_drain_s = msg.drain_s
         self.log.info("system_stopping", drain_s=msg.drain_s)
-        router = self.children["router"]
+        router = self.core[ROUTER]
         if router.address is not None:
             self.send(router.address, Drain(msg.drain_s, token=self.token))
         else:
             self.on_drained(DrainDone(token=self.token), None)
-        self.wakeupAfter(msg.drain_s + 5.0, payload=("shutdown",))
+        # The last resort, should the router never answer: each service's own
+        # shutdown budget has passed by then.
+        budget = max((c.spec.shutdown_s for c in self.services.values()), default=0.0)
+        self.wakeupAfter(msg.drain_s + budget + 1.0, payload=("shutdown",))
 
     def on_drained(self, msg: DrainDone, sender: Any) -> None:
         if not self.shutting_down or msg.token != self.token:
             return  # only the router's answer to our own Drain moves a shutdown on
-        for child in self._services():
+        drain_s = max(0.1, self.shutdown_drain_s)
+        for child in self.services.values():
             if child.address is not None:
                 child.status = S.STOPPING
-                self.send(child.address, Shutdown(drain_s=max(0.1, self.shutdown_drain_s),
-                                                  token=self.token))
+                self.send(child.address, Shutdown(drain_s=drain_s, token=self.token))
+                # OTP's shutdown budget: past it the child is killed, not waited for.
+                self.wakeupAfter(drain_s + child.spec.shutdown_s,
+                                 payload=("stop-timeout", child, child.generation))
         self._maybe_stopped()
+
+    def _stop_timed_out(self, child: Child, generation: int) -> None:
+        if child.status is S.STOPPING and child.generation == generation:
+            self.log.warning("child_shutdown_timeout", child=child.name,
+                             shutdown_s=child.spec.shutdown_s)
+            kill_process(child.pid)
+            child.status = S.OFFLINE
+            self._maybe_stopped()
 
     def _maybe_stopped(self) -> None:
         if self.shutdown_waiter is not None and all(
-                c.status is not S.STOPPING for c in self._services()):
+                c.status is not S.STOPPING for c in self.services.values()):
             self._stopped()
 
     def _stopped(self) -> None:

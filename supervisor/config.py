@@ -7,30 +7,28 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from messages.errors import ConfigError
+from messages.validation import build_settings, check, is_int, is_number, parse_size
 from services.registry import load_kind
-from services.settings import build_settings, check, is_number, parse_size
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
 START_METHODS = ("fork", "forkserver", "spawn")
 
-DEFAULT_ROUTES = {
-    "echo": "echo",
-    "audio_process": "wav2vec2",
-    "audio_analyze": "wav2vec2",
-    "speech-to-text": "wav2vec2",
-    "audio-feature-extraction": "wav2vec2",
-}
+# Names the runtime uses for its own actors (the supervisor's children, and the
+# router's metrics label for a task no service took): a service by one of these
+# names would overwrite that child, or be counted with it.
+RESERVED_NAMES = frozenset({"supervisor", "router", "context", "none"})
 
 
 @dataclass(frozen=True)
 class SystemSettings:
-    admin_port: int = 19500
+    admin_port: int = 19500             # 0: a free one, picked at start (embedded default)
     # Thespian binds every socket to all interfaces unless we say otherwise;
     # anything that can reach a port can make the process unpickle data.
     bind_address: str = "127.0.0.1"
@@ -38,10 +36,21 @@ class SystemSettings:
     default_task_timeout_s: float = 30.0
     start_timeout_s: float = 60.0
     log_dir: str | None = None
+    # The key that signs every frame between the runtime's processes (runtime.frames);
+    # default: secret.key in the state directory (see SystemConfig.secret_file).
+    secret_file: str | None = None
+    max_message_bytes: int = 64 << 20   # a bigger message is refused, sent or received
 
     def __post_init__(self) -> None:
-        check(isinstance(self.admin_port, int) and 1024 <= self.admin_port <= 65535, "admin_port",
-              "must be an integer from 1024 to 65535")
+        check(self.secret_file is None or (isinstance(self.secret_file, str)
+                                           and self.secret_file != ""),
+              "secret_file", "must be a file path")
+        object.__setattr__(self, "max_message_bytes",
+                           parse_size(self.max_message_bytes, "max_message_bytes"))
+        check(self.max_message_bytes >= 1 << 20, "max_message_bytes", "must be at least 1MiB")
+        check(is_int(self.admin_port)
+              and (self.admin_port == 0 or 1024 <= self.admin_port <= 65535),
+              "admin_port", "must be an integer from 1024 to 65535, or 0 for a free one")
         _check_address(self.bind_address)
         check(self.start_method in START_METHODS, "start_method",
               f"must be one of {', '.join(START_METHODS)}")
@@ -63,13 +72,13 @@ class HealthSettings:
     def __post_init__(self) -> None:
         check(is_number(self.heartbeat_interval_s) and 0.01 <= self.heartbeat_interval_s <= 60,
               "heartbeat_interval_s", "must be between 0.01 and 60 seconds")
-        check(isinstance(self.missed_heartbeats, int) and self.missed_heartbeats >= 1,
+        check(is_int(self.missed_heartbeats) and self.missed_heartbeats >= 1,
               "missed_heartbeats", "must be an integer >= 1")
         check(is_number(self.hang_grace_s) and self.hang_grace_s >= 0, "hang_grace_s",
               "must be >= 0")
         check(is_number(self.degrade_error_rate) and 0 < self.degrade_error_rate <= 1,
               "degrade_error_rate", "must be in (0, 1]")
-        check(isinstance(self.degrade_min_requests, int) and self.degrade_min_requests >= 1,
+        check(is_int(self.degrade_min_requests) and self.degrade_min_requests >= 1,
               "degrade_min_requests", "must be an integer >= 1")
         check(is_number(self.startup_timeout_s) and self.startup_timeout_s > 0,
               "startup_timeout_s", "must be > 0")
@@ -86,7 +95,7 @@ class RestartSettings:
 
     def __post_init__(self) -> None:
         check(self.restart in RESTART_TYPES, "restart", f"must be one of {', '.join(RESTART_TYPES)}")
-        check(isinstance(self.max_restarts, int) and self.max_restarts >= 0, "max_restarts",
+        check(is_int(self.max_restarts) and self.max_restarts >= 0, "max_restarts",
               "must be an integer >= 0")
         for key in ("restart_period_s", "backoff_initial_s", "backoff_max_s"):
             value = getattr(self, key)
@@ -106,11 +115,36 @@ class MetricsSettings:
 
     def __post_init__(self) -> None:
         check(isinstance(self.enabled, bool), "enabled", "must be true or false")
-        check(self.port is None or (isinstance(self.port, int) and 1024 <= self.port <= 65535),
+        check(self.port is None or (is_int(self.port) and 1024 <= self.port <= 65535),
               "port", "must be an integer from 1024 to 65535")
         _check_address(self.bind_address)
         check(is_number(self.scrape_timeout_s) and self.scrape_timeout_s > 0, "scrape_timeout_s",
               "must be > 0")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP API and status page the launcher serves (the daemon turns it on)."""
+
+    enabled: bool = False
+    port: int | None = None             # default: the admin port + 2
+    bind_address: str = "127.0.0.1"
+    max_body_bytes: int | str = 16 * 2**20  # or a size such as "32MB"; larger bodies get 413
+    token_file: str | None = None       # a file holding the bearer token; required off loopback
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.enabled, bool), "enabled", "must be true or false")
+        check(self.port is None or (is_int(self.port) and 1024 <= self.port <= 65535),
+              "port", "must be an integer from 1024 to 65535")
+        _check_address(self.bind_address)
+        object.__setattr__(self, "max_body_bytes",
+                           parse_size(self.max_body_bytes, "max_body_bytes"))
+        check(self.token_file is None or (isinstance(self.token_file, str) and self.token_file),
+              "token_file", "must be the path of a file holding the token")
+        # Whoever reaches the port can run tasks and change the context.
+        check(self.token_file is not None or ipaddress.ip_address(self.bind_address).is_loopback,
+              "token_file", f"is required when bind_address ({self.bind_address}) is not a "
+              "loopback address")
 
 
 @dataclass(frozen=True)
@@ -132,71 +166,112 @@ def _check_address(address: object) -> None:
                           {"key": "bind_address"}) from None
 
 
-# Keys of a [services.NAME] table that belong to the runtime, not to the kind.
 @dataclass(frozen=True)
 class ServiceSpec:
+    """One ``[services.NAME]`` table.
+
+    The runtime's keys (queue, batching, deadline, memory, restart, eager, context)
+    belong to the spec alone; ``settings`` holds the kind's own model knobs. (Ray
+    Serve splits a deployment's options from its ``user_config`` the same way.) A
+    kind may declare defaults for the runtime's keys (``ModelService.runtime_defaults``):
+    a key in the service's table wins over the kind's default, which wins over the
+    default here. For the restart keys the ``[restart]`` table sits between the two.
+    """
+
     name: str
     kind: str
     settings: Any                     # the kind's own Settings dataclass
-    restart: RestartSettings
+    restart: RestartSettings = field(default_factory=RestartSettings)
     eager: bool = False
     max_queue: int = 64
     max_batch_size: int = 1
     max_batch_delay_ms: float = 0.0
     task_timeout_s: float | None = None
-    max_memory: int | None = None     # bytes; above it the service is degraded
+    max_memory: int | str | None = None  # resident bytes, or a size such as "2GB"; above it: degraded
     fetch_context: bool = True
 
+    def __post_init__(self) -> None:
+        check(isinstance(self.eager, bool), "eager", "must be true or false")
+        check(isinstance(self.fetch_context, bool), "fetch_context", "must be true or false")
+        check(is_int(self.max_queue) and self.max_queue >= 1, "max_queue",
+              "must be an integer >= 1")
+        check(is_int(self.max_batch_size) and 1 <= self.max_batch_size <= 1024, "max_batch_size",
+              "must be an integer from 1 to 1024")
+        check(is_number(self.max_batch_delay_ms) and 0 <= self.max_batch_delay_ms <= 10_000,
+              "max_batch_delay_ms", "must be between 0 and 10000")
+        check(self.task_timeout_s is None or (is_number(self.task_timeout_s)
+                                              and self.task_timeout_s > 0),
+              "task_timeout_s", "must be > 0")
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_size(self.max_memory, "max_memory"))
 
-_SPEC_KEYS = {"kind", "eager", "max_queue", "max_batch_size", "max_batch_delay_ms",
-              "task_timeout_s", "max_memory", "fetch_context"}
-_RESTART_KEYS = {f.name for f in dataclasses.fields(RestartSettings)}
+
+_RESTART_KEYS = frozenset(f.name for f in dataclasses.fields(RestartSettings))
+# The keys of a [services.NAME] table that the runtime reads; every other key but
+# ``kind`` goes to the kind's Settings.
+RUNTIME_KEYS = frozenset(f.name for f in dataclasses.fields(ServiceSpec)
+                         if f.name not in ("name", "kind", "settings", "restart")) | _RESTART_KEYS
 
 
-def _service_spec(name: str, table: Mapping[str, Any], restart_defaults: Mapping[str, Any]) -> ServiceSpec:
+def _service_spec(name: str, table: Mapping[str, Any],
+                  restart_section: Mapping[str, Any]) -> ServiceSpec:
     where = f"services.{name}"
+    check(name not in RESERVED_NAMES, where,
+          f"the name {name!r} is the runtime's own (reserved: "
+          f"{', '.join(sorted(RESERVED_NAMES))}); give the service another name")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table", {"key": where})
-    check_key = lambda ok, key, problem: check(ok, f"{where}.{key}", problem)  # noqa: E731
-    check_key(isinstance(table.get("kind"), str), "kind", "is required (a service kind such as 'echo')")
+    check(isinstance(table.get("kind"), str), f"{where}.kind",
+          "is required (a service kind such as 'echo')")
     try:
         kind_cls = load_kind(table["kind"])
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc.message}", {"key": f"{where}.kind"}) from None
-    kind_fields = {f.name for f in dataclasses.fields(kind_cls.Settings)}
-    common = {k: v for k, v in table.items() if k in _SPEC_KEYS}
-    restart = {**restart_defaults, **{k: v for k, v in table.items() if k in _RESTART_KEYS}}
-    # Keys the kind declares too (max_batch_size, max_memory...) reach both.
-    own = {k: v for k, v in table.items()
-           if k in kind_fields or (k not in _SPEC_KEYS and k not in _RESTART_KEYS)}
-    settings = build_settings(kind_cls.Settings, own, where)
-    max_memory = common.get("max_memory")
-    spec = dict(
-        eager=common.get("eager", False),
-        max_queue=common.get("max_queue", 64),
-        max_batch_size=common.get("max_batch_size", 1),
-        max_batch_delay_ms=common.get("max_batch_delay_ms", 0.0),
-        task_timeout_s=common.get("task_timeout_s"),
-        fetch_context=common.get("fetch_context", True),
-    )
-    check_key(isinstance(spec["eager"], bool), "eager", "must be true or false")
-    check_key(isinstance(spec["fetch_context"], bool), "fetch_context", "must be true or false")
-    check_key(isinstance(spec["max_queue"], int) and not isinstance(spec["max_queue"], bool)
-              and spec["max_queue"] >= 1, "max_queue", "must be an integer >= 1")
-    check_key(isinstance(spec["max_batch_size"], int) and not isinstance(spec["max_batch_size"], bool)
-              and 1 <= spec["max_batch_size"] <= 1024, "max_batch_size",
-              "must be an integer from 1 to 1024")
-    check_key(is_number(spec["max_batch_delay_ms"]) and 0 <= spec["max_batch_delay_ms"] <= 10_000,
-              "max_batch_delay_ms", "must be between 0 and 10000")
-    check_key(spec["task_timeout_s"] is None or (is_number(spec["task_timeout_s"])
-                                                 and spec["task_timeout_s"] > 0),
-              "task_timeout_s", "must be > 0")
-    return ServiceSpec(
-        name=name, kind=table["kind"], settings=settings,
-        restart=build_settings(RestartSettings, restart, where),
-        max_memory=None if max_memory is None else parse_size(max_memory, f"{where}.max_memory"),
-        **spec,
-    )
+    kind_defaults = _runtime_defaults(kind_cls, f"{where}.kind")
+    settings = build_settings(kind_cls.Settings, {k: v for k, v in table.items()
+                                                  if k != "kind" and k not in RUNTIME_KEYS}, where)
+    # The service's own key, else the kind's default, else the spec's; the
+    # [restart] table comes between the service's and the kind's.
+    own = {k: v for k, v in table.items() if k in RUNTIME_KEYS}
+    restart_keys = lambda keys: {k: v for k, v in keys.items() if k in _RESTART_KEYS}  # noqa: E731
+    restart = {**restart_keys(kind_defaults), **restart_section, **restart_keys(own)}
+    runtime = {k: v for k, v in {**kind_defaults, **own}.items() if k not in _RESTART_KEYS}
+    return build_settings(ServiceSpec, {
+        "name": name, "kind": table["kind"], "settings": settings,
+        "restart": build_settings(RestartSettings, restart, where), **runtime}, where)
+
+
+def _runtime_defaults(kind_cls: type, where: str) -> Mapping[str, Any]:
+    """The kind's defaults for the runtime's keys; a kind that declares a runtime
+    key as a model setting too is refused, so that no key has two owners."""
+    kind = getattr(kind_cls, "kind", "") or kind_cls.__name__
+    doubled = sorted(RUNTIME_KEYS & {f.name for f in dataclasses.fields(kind_cls.Settings)})
+    check(not doubled, where, f"kind {kind!r} declares the runtime's key(s) {', '.join(doubled)} "
+          "in its Settings; declare their defaults in runtime_defaults instead")
+    defaults = dict(kind_cls.runtime_defaults)
+    unknown = sorted(set(defaults) - RUNTIME_KEYS)
+    check(not unknown, where, f"kind {kind!r} has runtime_defaults for unknown key(s) "
+          f"{', '.join(unknown)} (runtime keys: {', '.join(sorted(RUNTIME_KEYS))})")
+    return defaults
+
+
+def _routes(services: Mapping[str, ServiceSpec], explicit: Mapping[str, Any]) -> dict[str, str]:
+    """Each task type a configured service's kind serves goes to that service;
+    ``[routes]`` adds types and chooses when several services serve one type."""
+    for task_type, service in explicit.items():
+        check(isinstance(service, str) and service in services, f"routes.{task_type}",
+              f"names service {service!r}, which is not configured "
+              f"(configured: {', '.join(sorted(services)) or 'none'})")
+    claims: dict[str, list[str]] = {}
+    for spec in services.values():
+        for task_type in sorted(load_kind(spec.kind).task_types):
+            claims.setdefault(task_type, []).append(spec.name)
+    for task_type, names in claims.items():
+        check(len(names) == 1 or task_type in explicit, f"routes.{task_type}",
+              f"services {', '.join(repr(n) for n in names[:-1])} and {names[-1]!r} "
+              f"{'both' if len(names) == 2 else 'all'} serve task type {task_type!r}; "
+              f'choose one in [routes], e.g. {task_type} = "{names[0]}"')
+    return {**{t: names[0] for t, names in claims.items()}, **explicit}
 
 
 @dataclass(frozen=True)
@@ -207,20 +282,34 @@ class SystemConfig:
     routes: Mapping[str, str]
     context: Mapping[str, Any] = field(default_factory=dict)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def log_dir(self) -> Path:
-        """Where this runtime's logs (and a daemon's pid and config files) live."""
+        """Where this runtime's logs (and a daemon's pid and config files) live: the
+        config's ``system.log_dir``, else the directory systemd made for the unit
+        (``LogsDirectory=``, passed as ``$LOGS_DIRECTORY``), else one under the temp dir."""
         if self.system.log_dir:
             return Path(self.system.log_dir)
+        systemd_dirs = os.environ.get("LOGS_DIRECTORY")  # ":"-separated when it names several
+        if systemd_dirs:
+            return Path(systemd_dirs.split(":")[0])
         return Path(tempfile.gettempdir()) / f"grym-{self.system.admin_port}"
+
+    def secret_file(self) -> Path:
+        """The runtime's key: ``system.secret_file``, else ``secret.key`` in the
+        directory systemd keeps for the unit (``StateDirectory=``), else in the log directory."""
+        if self.system.secret_file:
+            return Path(self.system.secret_file)
+        state_dirs = os.environ.get("STATE_DIRECTORY")
+        return Path(state_dirs.split(":")[0] if state_dirs else self.log_dir()) / "secret.key"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "SystemConfig":
         data = dict(data or {})
         known = {"system", "health", "restart", "services", "routes", "context", "logging",
-                 "metrics"}
+                 "metrics", "http"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})",
@@ -228,21 +317,17 @@ class SystemConfig:
         for section in known:
             if section in data and not isinstance(data[section], Mapping):
                 raise ConfigError(f"{section}: must be a table", {"key": section})
-        restart_defaults = dict(data.get("restart", {}))
-        build_settings(RestartSettings, restart_defaults, "restart")  # report its errors as its own
-        services = {name: _service_spec(name, table, restart_defaults)
+        restart_section = dict(data.get("restart", {}))
+        build_settings(RestartSettings, restart_section, "restart")  # report its errors as its own
+        services = {name: _service_spec(name, table, restart_section)
                     for name, table in dict(data.get("services", {})).items()}
-        routes = {t: s for t, s in DEFAULT_ROUTES.items()}
-        for task_type, service in dict(data.get("routes", {})).items():
-            check(isinstance(service, str) and service in services, f"routes.{task_type}",
-                  f"names service {service!r}, which is not configured "
-                  f"(configured: {', '.join(sorted(services)) or 'none'})")
-            routes[task_type] = service
+        routes = _routes(services, dict(data.get("routes", {})))
         return cls(
             system=build_settings(SystemSettings, data.get("system"), "system"),
             health=build_settings(HealthSettings, data.get("health"), "health"),
             services=services, routes=routes, context=_context_table(data.get("context")),
             metrics=build_settings(MetricsSettings, data.get("metrics"), "metrics"),
+            http=build_settings(HttpSettings, data.get("http"), "http"),
             logging=build_settings(LoggingSettings, data.get("logging"), "logging"),
             raw=data,
         )

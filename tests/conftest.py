@@ -38,12 +38,11 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 
 @pytest.fixture
 def start_system() -> Iterator[Callable[..., ServiceSystem]]:
-    """Start a runtime on its own port; after the test, shut it down and check
-    that no process of it (launcher, admin, actors) is still alive."""
+    """Start a runtime (on a free port, which it picks); after the test, shut it
+    down and check that no process of it (launcher, admin, actors) is still alive."""
     started: list[ServiceSystem] = []
 
     def start(config: dict[str, Any]) -> ServiceSystem:
-        config = {**config, "system": {**config.get("system", {}), "admin_port": free_port()}}
         system = ServiceSystem.start(config)
         started.append(system)
         assert len(system.processes()) >= 4, "launcher, admin, supervisor and children"

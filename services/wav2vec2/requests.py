@@ -1,9 +1,10 @@
 """A Task's data and context -> one validated ``AudioRequest``.
 
-``Task.data`` is either the audio itself (a numpy array or WAV bytes) or a dict::
+``Task.data`` is either the audio itself (a numpy array, or the bytes of an
+audio file: WAV, FLAC, OGG/Vorbis, MP3) or a dict::
 
     {"audio": array-or-bytes,          # required
-     "sample_rate": 44100,             # arrays only; WAV bytes carry their own
+     "sample_rate": 44100,             # arrays only; a file's header carries its own
      "downmix": False,                 # average channels instead of refusing them
      "analysis_type": "features",      # transcription | features | patterns
      "layers": [0, 6, 12] or "all",    # features: also pool these hidden states
@@ -30,7 +31,7 @@ import numpy as np
 from messages.errors import InvalidInput
 from messages.task import Task
 
-from .audio import load_samples
+from .audio import check_rate, load_samples
 
 ANALYSES = ("transcription", "features", "patterns")
 # Task types that always run one analysis, and those that take analysis_type.
@@ -38,7 +39,6 @@ FIXED_ANALYSIS = {"speech-to-text": "transcription", "audio-feature-extraction":
 DEFAULT_ANALYSIS = {"audio_process": "transcription", "audio_analyze": "patterns"}
 DATA_KEYS = ("audio", "sample_rate", "downmix", "analysis_type", "layers", "frame_features")
 DEFAULT_SAMPLE_RATE = 16_000
-SAMPLE_RATE_RANGE = (1_000, 384_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,21 +70,20 @@ def parse_request(task: Task, rules: RequestRules) -> AudioRequest:
         raise InvalidInput(f"unknown key {unknown[0]!r} in task data; known keys: "
                            f"{', '.join(DATA_KEYS)}", {"key": unknown[0]})
     if data.get("audio") is None:
-        raise InvalidInput("task data has no audio: send a numpy array, WAV bytes, "
-                           "or a dict with an 'audio' key")
+        raise InvalidInput("task data has no audio: send a numpy array, audio file bytes "
+                           "(WAV, FLAC, OGG, MP3), or a dict with an 'audio' key")
     context = task.context or {}
     analysis = _analysis(task.type, data.get("analysis_type"))
     layers, frame_features = _feature_options(analysis, data, rules.num_layers)
     rate = _sample_rate(data, context)
     downmix = _flag(data, context, "downmix")
-    samples, actual_rate = load_samples(data["audio"], rate, downmix=downmix,
-                                        max_seconds=rules.max_seconds,
-                                        min_seconds=rules.min_seconds)
-    if data.get("sample_rate") is not None and actual_rate != rate:
-        raise InvalidInput(f"sample_rate says {rate} Hz but the WAV header says {actual_rate} Hz; "
-                           "leave sample_rate out when sending WAV bytes", {"key": "sample_rate"})
-    _check_rate(actual_rate, "the WAV header's sample rate")
-    return AudioRequest(analysis, samples, actual_rate, layers, frame_features)
+    audio = load_samples(data["audio"], rate, downmix=downmix, max_seconds=rules.max_seconds,
+                         min_seconds=rules.min_seconds)
+    if data.get("sample_rate") is not None and audio.rate != rate:
+        raise InvalidInput(f"sample_rate says {rate} Hz but the {audio.container} header says "
+                           f"{audio.rate} Hz; leave sample_rate out when sending {audio.container} "
+                           "bytes", {"key": "sample_rate"})
+    return AudioRequest(analysis, audio.samples, audio.rate, layers, frame_features)
 
 
 def _analysis(task_type: str, requested: Any) -> str:
@@ -141,17 +140,8 @@ def _sample_rate(data: Mapping[str, Any], context: Mapping[str, Any]) -> int:
     for source, where in ((data, "sample_rate"), (context, "context sample_rate")):
         rate = source.get("sample_rate")
         if rate is not None:
-            return _check_rate(rate, where)
+            return check_rate(rate, where)
     return DEFAULT_SAMPLE_RATE
-
-
-def _check_rate(rate: Any, where: str) -> int:
-    low, high = SAMPLE_RATE_RANGE
-    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) \
-            or not low <= rate <= high:
-        raise InvalidInput(f"{where} must be a whole number of Hz from {low} to {high}, "
-                           f"got {rate!r:.40}", {"key": "sample_rate"})
-    return int(rate)
 
 
 def _flag(data: Mapping[str, Any], context: Mapping[str, Any], key: str) -> bool:

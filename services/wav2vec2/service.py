@@ -45,12 +45,14 @@ class Wav2Vec2Service(ModelService):
     task_types = frozenset({"speech-to-text", "audio-feature-extraction",
                             "audio_process", "audio_analyze"})
     Settings = Wav2Vec2Settings
+    # Concurrent clips share one forward pass unless the service's table says otherwise.
+    runtime_defaults = {"max_batch_size": 8, "max_batch_delay_ms": 5.0}
     # ``import transformers`` alone is lazy: naming this module also imports the
     # wav2vec2 classes (~2 s), so forked services start warm. Nothing here runs torch.
     preload_modules = ("torch", "transformers", "services.wav2vec2.service")
 
-    def __init__(self, name: str, settings: Wav2Vec2Settings):
-        super().__init__(name, settings)
+    def __init__(self, name: str, settings: Wav2Vec2Settings, **runtime: Any):
+        super().__init__(name, settings, **runtime)
         self._loaded: LoadedModel | None = None
         self._rules: RequestRules | None = None
         self._random_weights = False
@@ -63,7 +65,7 @@ class Wav2Vec2Service(ModelService):
         quiet_transformers()
         if settings.torch_threads is not None:
             torch.set_num_threads(settings.torch_threads)
-        limit = settings.max_memory_bytes
+        limit = self.max_memory
         if limit is not None:
             # Refuse before loading when the weights alone would not fit.
             expected = process_rss_bytes() + checkpoint_weight_bytes(settings.model)
@@ -164,7 +166,7 @@ class Wav2Vec2Service(ModelService):
             })
         if self._last_rss is not None:
             facts["rss_bytes"] = self._last_rss
-            limit = settings.max_memory_bytes
+            limit = self.max_memory
             if limit is not None:
                 facts["max_memory_bytes"] = limit
                 facts["memory_ok"] = self._last_rss <= limit

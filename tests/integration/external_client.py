@@ -1,6 +1,8 @@
 """A program of someone else's that joins a running runtime with its own Thespian actor.
 
-Run as ``python -m tests.integration.external_client PORT``; prints one JSON line.
+Run as ``python -m tests.integration.external_client PORT SECRET_FILE``; prints one JSON
+line. It joins with the runtime's key (``frames.use_secret_file``): without it, the
+runtime's processes refuse every frame it sends.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from thespian.actors import Actor, ActorExitRequest, ActorSystem, ActorSystemMes
 from messages import Task, TaskResult
 from messages.context import ContextAck, ContextItem, StoreContext
 from messages.system import SUPERVISOR_CLASS, SUPERVISOR_GLOBAL_NAME, GetSystemInfo
+from runtime import frames
 from runtime.network import restrict_bind
 
 
@@ -37,8 +40,9 @@ class Client(Actor):
             self.send(self.asker, self.got)
 
 
-def main(port: int) -> None:
+def main(port: int, secret_file: str) -> None:
     restrict_bind("127.0.0.1")
+    frames.use_secret_file(secret_file)
     asys = ActorSystem("multiprocTCPBase", {"Admin Port": port}, transientUnique=True)
     supervisor = asys.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)  # the running one
     info = asys.ask(supervisor, GetSystemInfo(), 10)
@@ -50,4 +54,4 @@ def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), sys.argv[2])

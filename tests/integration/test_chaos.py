@@ -2,7 +2,6 @@
 acknowledged context writes survive, and the system serves again after each kill."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
@@ -13,11 +12,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from messages import ErrorCode, Task, TaskResult
 from messages.base import Message
-from messages.context import ContextFilter, ContextItem, QueryContext, StoreContext
+from messages.context import ContextItem
 from messages.errors import GrymError
-from messages.system import ExecuteTask, GetService, ShutdownSystem, SubscribeHealth
 from host.system import REPLY_MARGIN_S
 from tests.conftest import wait_until
+from tests.junk import forged
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 TASK_TIMEOUT_S = 2.0
@@ -97,11 +96,11 @@ def test_kill_9_under_load(start_system, tmp_path, victim):
     assert load.results, "the callers ran"
     for result, took in load.results:
         assert isinstance(result, TaskResult)
-        assert result.ok or isinstance(result.error.code, ErrorCode)
         assert took <= TASK_TIMEOUT_S + REPLY_MARGIN_S + 1.5, f"a call hung for {took:.1f} s"
     codes = {r.error.code for r, _ in load.results if not r.ok}
     assert codes <= {ErrorCode.EXECUTION_ERROR, ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TIMEOUT}
     # Every acknowledged write is still there (the store is SQLite; the actor may have restarted).
+    assert load.acked, "the writer ran"
     for item_id, i in load.acked:
         assert system.context.retrieve(item_id).content == {"i": i}
     assert back_in < (1.0 if victim == "service" else 2 * TASK_TIMEOUT_S + 3)
@@ -125,48 +124,6 @@ def test_restart_storm_does_not_disturb_other_services(start_system):
 
 # -- generated bad input ------------------------------------------------------------
 
-def _forge(cls, **fields):
-    """Build a message the way a hostile pickle would: no __init__, no checks."""
-    obj = object.__new__(cls)
-    for f in dataclasses.fields(cls):
-        object.__setattr__(obj, f.name, fields.get(f.name))
-    return obj
-
-
-junk_values = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
-                        st.binary(max_size=20), st.lists(st.integers(), max_size=3),
-                        st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
-def _message_classes() -> list[type]:
-    """Every message class the runtime defines (imported, so that all are registered)."""
-    import messages.context, messages.service, messages.system  # noqa: E401,F401
-    found, todo = [], [Message]
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        # ShutdownSystem is a real command anyone on the machine may give (run.py stop).
-        if cls not in (Message, ShutdownSystem) and cls.__module__.startswith("messages."):
-            found.append(cls)
-    return sorted(found, key=lambda c: c.__name__)
-
-
-def _forged(cls: type) -> st.SearchStrategy:
-    names = [f.name for f in dataclasses.fields(cls)]
-    return st.fixed_dictionaries({n: junk_values for n in names}).map(lambda d: _forge(cls, **d))
-
-
-forged = st.one_of(
-    st.builds(lambda v, p, t: _forge(Task, id=v, type=t, priority=p, metadata=v),
-              junk_values, junk_values, junk_values),
-    st.builds(lambda v: _forge(ExecuteTask, task=v, service=v), junk_values),
-    st.builds(lambda v: _forge(StoreContext, item=v), junk_values),
-    st.builds(lambda v: _forge(QueryContext, filter=v), junk_values),
-    st.builds(lambda v: _forge(GetService, name=v, initialize=v), junk_values),
-    st.builds(lambda v: _forge(SubscribeHealth, kinds=v, since=v), junk_values),
-    st.one_of([_forged(cls) for cls in _message_classes()]),
-    junk_values,
-)
-
-
 def test_generated_junk_gets_typed_errors_and_actors_live(start_system):
     system = start_system({"services": {"echo": {"kind": "echo", "eager": True}}})
     info = system.info
@@ -178,14 +135,15 @@ def test_generated_junk_gets_typed_errors_and_actors_live(start_system):
         try:
             reply = system.ask(targets[target], msg, 5)
         except GrymError as exc:  # an ErrorReply, raised as its typed exception
-            assert isinstance(exc.code, ErrorCode)
+            # EXECUTION_ERROR here means a handler crashed on the junk instead of refusing it.
+            assert exc.code is not ErrorCode.EXECUTION_ERROR, exc
             return
-        # Anything the actor accepted must be a real answer, never silence.
-        assert reply is not None
+        assert isinstance(reply, Message), reply
         if isinstance(reply, TaskResult):
-            assert reply.ok or isinstance(reply.error.code, ErrorCode)
+            assert reply.ok or reply.error.code is not ErrorCode.EXECUTION_ERROR, reply.error
 
     check()
     assert serves(system)
-    assert system.context.query(ContextFilter()) is not None
+    ack = system.context.store(ContextItem(type="prompt", content={"after": "junk"}, source="chaos"))
+    assert system.context.retrieve(ack.item_id).content == {"after": "junk"}
     assert system.services()[0].restarts == 0

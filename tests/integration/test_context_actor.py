@@ -8,7 +8,7 @@ import pytest
 
 from messages import ErrorCode, Task
 from messages.context import ContextFilter, ContextItem
-from messages.errors import NotFound
+from messages.errors import Conflict, NotFound
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -34,10 +34,10 @@ def test_context_errors_are_typed(start_system):
     with pytest.raises(NotFound):
         system.context.retrieve("no-such-id")
     ack = system.context.store(ContextItem(type="prompt", content={"text": "a"}, source="host"))
-    with pytest.raises(Exception) as err:
+    with pytest.raises(Conflict) as err:
         system.context.update(ack.item_id, {"content": {"text": "b"}},
                               expected_version=ack.version + 5)
-    assert getattr(err.value, "code", None) is ErrorCode.CONFLICT
+    assert err.value.code is ErrorCode.CONFLICT
 
 
 def test_acknowledged_writes_survive_kill_9_of_the_context_actor(start_system, tmp_path):

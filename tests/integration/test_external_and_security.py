@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 def test_a_separate_process_with_its_own_actor(start_system):
     system = start_system({"services": {"echo": {"kind": "echo", "eager": True}}})
-    port = system._config.system.admin_port
-    out = subprocess.run([sys.executable, "-m", "tests.integration.external_client", str(port)],
+    port = system.admin_port
+    out = subprocess.run([sys.executable, "-m", "tests.integration.external_client", str(port),
+                          str(system.secret_file)],
                          capture_output=True, text=True, timeout=60, env=project_env())
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -32,7 +33,7 @@ def test_a_separate_process_with_its_own_actor(start_system):
 
 def test_connect_joins_without_owning(start_system):
     system = start_system({"services": {"echo": {"kind": "echo", "eager": True}}})
-    with ServiceSystem.connect(system._config.system.admin_port) as joined:
+    with ServiceSystem.connect(system.admin_port, secret_file=system.secret_file) as joined:
         assert joined.router.route_task(Task(id="j", type="echo", data=1)).unwrap() == 1
     # Leaving the joined handle leaves the runtime running.
     assert system.router.route_task(Task(id="k", type="echo", data=2)).ok
@@ -42,7 +43,7 @@ def test_every_listening_socket_is_on_loopback(start_system):
     system = start_system({"services": {"echo": {"kind": "echo", "eager": True}},
                            "metrics": {"enabled": True}})
     system.router.route_task(Task(id="t", type="echo", data=1))
-    metrics_port = system._config.system.admin_port + 1
+    metrics_port = system.admin_port + 1
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
     assert b"grym_requests_total" in body
     sockets = {}

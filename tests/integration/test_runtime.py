@@ -56,9 +56,10 @@ def test_unknown_task_type_and_service(start_system):
     assert result.error.code is ErrorCode.INVALID_TASK_TYPE
     with pytest.raises(ServiceNotFound):
         system.get_service("nope")
-    # The default route table names wav2vec2, which this config does not run.
+    # Default routes come from the configured services: no wav2vec2 service, no route.
+    assert "speech-to-text" not in system.info.routes
     result = system.router.route_task(Task(id="t2", type="speech-to-text", data=b""))
-    assert result.error.code is ErrorCode.SERVICE_NOT_FOUND
+    assert result.error.code is ErrorCode.INVALID_TASK_TYPE
 
 
 def test_overload_is_refused_at_once(start_system):
@@ -138,6 +139,25 @@ def test_hung_service_is_killed_and_restarted(start_system):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_transient_service_that_ends_normally_is_not_restarted(start_system):
+    system = start_system({"services": {"once": echo(eager=True, restart="transient")}})
+    stopped = []
+    system.health.on("service_stopped", stopped.append)
+    pid = system.services()[0].pid
+    result = system.router.route_task(Task(id="last", type="echo", data=1,
+                                           metadata={"inject": "exit"}))
+    assert result.ok and result.data == 1  # answered, then the service ends normally
+    wait_until(lambda: stopped, timeout=5)
+    info = system.services()[0]
+    assert (info.status, info.restarts, info.pid) == (ServiceStatus.STOPPED, 0, None)
+    wait_until(lambda: not psutil.pid_exists(pid)
+               or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=5)
+    after = system.router.route_task(Task(id="next", type="echo", data=2))
+    assert after.error.code is ErrorCode.SERVICE_UNAVAILABLE
+    time.sleep(0.5)  # a restart, were there one, would have happened by now
+    assert system.services()[0].status is ServiceStatus.STOPPED
+
+
 def test_restart_limit_marks_the_service_failed(start_system):
     system = start_system({
         "services": {
@@ -201,7 +221,7 @@ def test_spawn_start_method_for_cuda_deployments(start_system):
     assert system.router.route_task(Task(id="t", type="echo", data=1)).unwrap() == 1
     pid = system.services()[0].pid
     # A fresh interpreter, not a fork of the launcher (which would share its command line).
-    assert psutil.Process(pid).cmdline() != psutil.Process(system._launcher.pid).cmdline()
+    assert psutil.Process(pid).cmdline() != psutil.Process(system.launcher_pid).cmdline()
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: system.router.route_task(Task(id="again", type="echo", data=2)).ok,
                timeout=15)

@@ -59,13 +59,13 @@ def test_soak_keeps_memory_and_fds_flat(start_system, tmp_path, tasks):
     run("soak", tasks)
     after = snapshot(system)
     assert not failures, failures[:3]
+    assert after.keys() == before.keys(), "a process was replaced during the soak"
     print(f"\n{'process':<12} {'RSS before MB':>14} {'after MB':>9} {'growth MB':>10} "
           f"{'fds before':>10} {'after':>6}")
     for pid, (name, rss, fds) in before.items():
-        if pid in after:
-            _, rss2, fds2 = after[pid]
-            print(f"{name:<12} {rss / 1e6:>14.1f} {rss2 / 1e6:>9.1f} {(rss2 - rss) / 1e6:>10.1f} "
-                  f"{fds:>10} {fds2:>6}")
-            assert rss2 - rss < GROWTH_LIMIT_BYTES, f"{name} grew {(rss2 - rss) / 1e6:.1f} MB"
-            assert fds2 <= fds + 2, f"{name} opened {fds2 - fds} more file descriptors"
+        _, rss2, fds2 = after[pid]
+        print(f"{name:<12} {rss / 1e6:>14.1f} {rss2 / 1e6:>9.1f} {(rss2 - rss) / 1e6:>10.1f} "
+              f"{fds:>10} {fds2:>6}")
+        assert rss2 - rss < GROWTH_LIMIT_BYTES, f"{name} grew {(rss2 - rss) / 1e6:.1f} MB"
+        assert fds2 <= fds + 2, f"{name} opened {fds2 - fds} more file descriptors"
     assert set(after) == set(before), "no process was restarted or added"

@@ -76,10 +76,32 @@ def test_concurrent_callers_are_batched(start_system, tiny):
         t.start()
     for t in threads:
         t.join()
-    assert all(r.ok for r in results)
+    assert len(results) == 6 and all(r.ok for r in results)
     assert max(r.metrics.batch_size for r in results) > 1
     texts = {r.data["text"] for r in results}
     assert len(texts) == 1  # the same audio gives the same text, batched or not
+
+
+def test_without_batching_keys_the_service_batches_by_its_kinds_defaults(start_system, tiny):
+    # No max_batch_size or max_batch_delay_ms in the table: the wav2vec2 kind's
+    # defaults (8, 5 ms) apply, not the spec's unbatched ones.
+    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+    callers, start = 16, threading.Barrier(16)
+    results = []
+
+    def call(i):
+        start.wait()
+        results.append(system.router.route_task(Task(id=f"d{i}", type="speech-to-text",
+                                                      data=tone())))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == callers and all(r.ok for r in results)
+    metrics = system.metrics("wav2vec2")[0]
+    assert metrics.batches < callers and metrics.mean_batch_size > 1, metrics
 
 
 def test_crash_during_a_batch_fails_every_task_of_it_then_recovers(start_system, tiny):

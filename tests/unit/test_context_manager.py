@@ -26,9 +26,11 @@ def m(clock) -> ContextManager:
 def test_requests_answer_with_their_reply_messages(m):
     ack = m.store(item(content={"a": 1}))
     assert isinstance(ack, ContextAck) and ack.version == ack.seq == 1
-    assert isinstance(m.retrieve(ack.item_id), ContextItemReply)
+    reply = m.retrieve(ack.item_id)
+    assert isinstance(reply, ContextItemReply) and reply.item.content == {"a": 1}
     page = m.query(ContextFilter())
     assert isinstance(page, ContextItems) and page.total == 1 and isinstance(page.items, tuple)
+    assert [i.id for i in page.items] == [ack.item_id]
     assert m.update(ack.item_id, {"content": {"b": 2}}) == ContextAck(ack.item_id, 2, 2)
     assert m.delete(ack.item_id) == ContextAck(ack.item_id, 2, 3)
     assert m.stats() == ContextStats(items=0, bytes=0, evictions=0, expirations=0)

@@ -7,8 +7,8 @@ import pytest
 
 from messages import ErrorCode, ErrorInfo, Task, TaskResult
 from messages.errors import ConfigError, GrymError, InvalidInput, Overloaded, error_class
+from messages.validation import parse_size
 from supervisor.config import SystemConfig
-from services.settings import parse_size
 
 
 @pytest.mark.parametrize("kwargs,field", [
@@ -95,4 +95,4 @@ def test_valid_config_with_defaults():
     spec = cfg.services["e"]
     assert spec.max_memory == 1_500_000_000 and spec.restart.max_restarts == 3
     assert cfg.system.bind_address == "127.0.0.1"
-    assert cfg.routes["speech-to-text"] == "wav2vec2"
+    assert cfg.routes == {"echo": "e"}  # the echo kind's type, to the one echo service

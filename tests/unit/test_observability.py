@@ -18,7 +18,7 @@ from messages.system import (
 from host.observability import RuntimeCollector
 
 INFO = SystemInfo(supervisor="sup", router="router", context="context", services=(
-    ServiceInfo("echo", "echo", ServiceStatus.ONLINE, restarts=2),))
+    ServiceInfo("echo", "echo", ServiceStatus.ONLINE, restarts=2),), default_task_timeout_s=30)
 
 
 def router_report():

@@ -6,11 +6,14 @@ import pytest
 from actors.batching import BatchPolicy, Queued, TaskQueue
 from actors.routing import Pending, PendingTasks, RouteTable
 from messages import Task
-from messages.errors import InvalidTaskType, Overloaded, ServiceNotFound, ServiceUnavailable, ShuttingDown
+from messages.errors import (
+    ErrorCode, InvalidTaskType, Overloaded, ServiceNotFound, ServiceUnavailable, ShuttingDown,
+)
 from messages.service import HeartbeatAck, ServiceStatus
-from messages.system import ServiceDirectoryUpdate
+from messages.system import HealthCause, ServiceDirectoryUpdate
+from supervisor import health_policy as health
 from supervisor.config import HealthSettings, RestartSettings
-from supervisor.health_policy import HealthTracker
+from supervisor.health_policy import HealthTracker, HealthVerdict, Observation, judge
 from supervisor.restart_policy import RestartPolicy
 
 S = ServiceStatus
@@ -59,14 +62,95 @@ def test_restart_types(kind, abnormal, expected):
 
 # -- health policy -------------------------------------------------------------
 def ack(**kw):
-    base = dict(seq=1, name="s", generation=1, pid=1, status=S.ONLINE, queue_depth=0,
-                busy_for_s=0.0, overdue_s=0.0, rss_bytes=1000, error_rate=0.0, recent_requests=0)
-    return HeartbeatAck(**{**base, **kw})
+    return HeartbeatAck(**{"seq": 1, "pid": 1, "rss_bytes": 1000, **kw})
+
+
+SETTINGS = HealthSettings(missed_heartbeats=4, hang_grace_s=0.5, startup_timeout_s=10,
+                          degrade_error_rate=0.5, degrade_min_requests=10)
+
+
+def seen(missed=0, acked=True, state=S.ONLINE, now=1.0, max_memory=10_000, **ack_fields):
+    """What a rule sees: by default an answered, healthy child."""
+    return Observation(SETTINGS, now=now, started_at=0.0, missed=missed,
+                       ack=ack(**ack_fields) if acked else None, state=state,
+                       max_memory=max_memory)
 
 
 def tracker(**kw):
     return HealthTracker(HealthSettings(missed_heartbeats=3, hang_grace_s=0.5, **kw),
                          max_memory=10_000)
+
+
+# One test per rule: what it finds, what it lets pass.
+def test_rule_startup_timeout():
+    assert health.startup_timeout(seen(acked=False, now=9.0)) is None
+    v = health.startup_timeout(seen(acked=False, now=10.5))
+    assert (v.state, v.cause, v.code) == (S.UNHEALTHY, HealthCause.STARTUP_TIMEOUT,
+                                          ErrorCode.SERVICE_UNAVAILABLE)
+    assert v.kill and "within 10 s" in v.reason
+    assert health.startup_timeout(seen(acked=True, now=99.0)) is None  # it answered once
+
+
+def test_rule_starting_keeps_the_state_until_the_first_answer():
+    v = health.starting(seen(acked=False, state=S.DEGRADED, missed=50))
+    assert (v.state, v.cause, v.kill) == (S.DEGRADED, HealthCause.STARTING, False)
+    assert health.starting(seen()) is None
+
+
+def test_rule_missed_heartbeats_kills():
+    assert health.missed_heartbeats(seen(missed=3)) is None
+    v = health.missed_heartbeats(seen(missed=4))
+    assert (v.state, v.cause, v.code) == (S.UNHEALTHY, HealthCause.MISSED_HEARTBEATS,
+                                          ErrorCode.SERVICE_UNAVAILABLE)
+
+
+def test_rule_hung_kills_with_timeout_for_callers():
+    assert health.hung(seen(overdue_s=0.5)) is None  # within the grace
+    v = health.hung(seen(overdue_s=0.6))
+    assert (v.state, v.cause, v.code) == (S.UNHEALTHY, HealthCause.HUNG, ErrorCode.TIMEOUT)
+    assert "0.60 s past its deadline" in v.reason
+
+
+def test_rule_late_heartbeats_degrade():
+    assert health.late_heartbeats(seen(missed=1)) is None  # one late answer is noise
+    v = health.late_heartbeats(seen(missed=2))
+    assert (v.state, v.cause, v.code) == (S.DEGRADED, HealthCause.MISSED_HEARTBEATS, None)
+
+
+def test_rule_error_rate_degrades():
+    assert health.error_rate(seen(error_rate=0.9, recent_requests=9)) is None  # too few to judge
+    assert health.error_rate(seen(error_rate=0.4, recent_requests=10)) is None
+    v = health.error_rate(seen(error_rate=0.6, recent_requests=10))
+    assert (v.state, v.cause) == (S.DEGRADED, HealthCause.ERROR_RATE)
+    assert "60% over 10 requests" in v.reason
+
+
+def test_rule_memory_degrades():
+    assert health.memory(seen(rss_bytes=10_000)) is None
+    assert health.memory(seen(rss_bytes=20_000, max_memory=None)) is None  # no limit set
+    v = health.memory(seen(rss_bytes=20_000))
+    assert (v.state, v.cause) == (S.DEGRADED, HealthCause.MEMORY)
+
+
+def test_rule_recovering_after_unhealthy():
+    assert health.recovering(seen(state=S.DEGRADED)) is None
+    v = health.recovering(seen(state=S.UNHEALTHY))
+    assert (v.state, v.cause) == (S.DEGRADED, HealthCause.RECOVERING)
+
+
+def test_rules_are_tried_in_order_and_healthy_when_none_finds_anything():
+    assert judge(seen()).cause is HealthCause.HEALTHY
+    # Both a kill and a degrade apply: the kill comes first in the chain.
+    assert judge(seen(missed=5, error_rate=1.0, recent_requests=50)).cause is \
+        HealthCause.MISSED_HEARTBEATS
+    assert judge(seen(missed=2, overdue_s=9.0)).cause is HealthCause.HUNG
+    # A new rule is one function in the list.
+    def queue_too_deep(o):
+        return (HealthVerdict(S.DEGRADED, HealthCause.ERROR_RATE, "queue") if o.ack.queue_depth > 5
+                else None)
+    rules = (*health.RULES, queue_too_deep)
+    assert judge(seen(queue_depth=6), rules).reason == "queue"
+    assert judge(seen(queue_depth=1), rules).cause is HealthCause.HEALTHY
 
 
 def test_a_starting_child_is_judged_only_by_the_startup_timeout():
@@ -75,7 +159,7 @@ def test_a_starting_child_is_judged_only_by_the_startup_timeout():
         t.heartbeat_sent()
     assert t.assess(now=9.0).kill is False
     verdict = t.assess(now=10.5)
-    assert verdict.kill and "within 10 s" in verdict.reason
+    assert verdict.kill and verdict.cause is HealthCause.STARTUP_TIMEOUT
     t.ack_received(ack())
     t.heartbeat_sent()
     assert t.assess(now=11.0).state is S.DEGRADED  # back from unhealthy through degraded
@@ -92,26 +176,6 @@ def test_missed_heartbeats_degrade_then_kill():
                       (S.UNHEALTHY, True)]
 
 
-def test_hung_task_past_grace_is_killed():
-    t = tracker()
-    t.heartbeat_sent()
-    t.ack_received(ack(overdue_s=0.4))
-    assert t.assess(1.0).state is S.ONLINE
-    t.ack_received(ack(overdue_s=0.6))
-    verdict = t.assess(1.0)
-    assert verdict.kill and verdict.reason.startswith("hung")
-
-
-def test_error_rate_and_memory_degrade():
-    t = tracker(degrade_error_rate=0.5, degrade_min_requests=10)
-    t.ack_received(ack(error_rate=0.9, recent_requests=5))
-    assert t.assess(1.0).state is S.ONLINE  # too few requests to judge
-    t.ack_received(ack(error_rate=0.6, recent_requests=10))
-    assert t.assess(1.0).state is S.DEGRADED
-    t.ack_received(ack(rss_bytes=20_000))
-    assert "memory" in t.assess(1.0).reason
-
-
 def test_recovery_from_unhealthy_passes_through_degraded():
     t = tracker()
     t.ack_received(ack())
@@ -119,7 +183,7 @@ def test_recovery_from_unhealthy_passes_through_degraded():
         t.heartbeat_sent()
     assert t.assess(1.0).state is S.UNHEALTHY
     t.ack_received(ack())
-    assert t.assess(1.0).state is S.DEGRADED
+    assert t.assess(1.0).cause is HealthCause.RECOVERING
     assert t.assess(1.0).state is S.ONLINE
 
 
@@ -178,4 +242,4 @@ def test_pending_tasks_expire_and_get_lost_by_generation():
     assert [x.request_id for x in p.expired(2.0)] == [1]
     assert p.next_deadline() == 3.0
     assert [x.request_id for x in p.lost("a", 1)] == [0]
-    assert len(p) == 1 and p.pop(2) is not None and p.next_deadline() is None
+    assert len(p) == 1 and p.pop(2).task.id == "t2" and p.next_deadline() is None

@@ -71,7 +71,8 @@ def test_router_families_are_conventional():
 
 def test_service_and_context_families():
     info = SystemInfo(supervisor=None, router=None, context=None, services=(
-        ServiceInfo("asr", "wav2vec2", ServiceStatus.DEGRADED, restarts=3),))
+        ServiceInfo("asr", "wav2vec2", ServiceStatus.DEGRADED, restarts=3),),
+        default_task_timeout_s=30)
     report = MetricsReport((ServiceMetrics(name="asr", rss_bytes=123, queue_depth=4),))
     text = exposition(list(service_families(info, report)) +
                       list(context_families(ContextStats(items=5, bytes=10, evictions=1,

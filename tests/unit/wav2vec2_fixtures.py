@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 from services.wav2vec2.checkpoint import make_checkpoint
 from services.wav2vec2.service import Wav2Vec2Service
@@ -31,10 +32,12 @@ def group_norm_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            feat_extract_norm="group", do_stable_layer_norm=False)
 
 
-def start_service(checkpoint: Path, **settings: object) -> Wav2Vec2Service:
+def start_service(checkpoint: Path, max_memory: int | None = None,
+                  **settings: object) -> Wav2Vec2Service:
     # One torch thread: on a shared 2-core machine, two spinning threads ran 20x slower.
     service = Wav2Vec2Service("wav2vec2-test", Wav2Vec2Settings(
-        model=str(checkpoint), local_files_only=True, torch_threads=1, **settings))
+        model=str(checkpoint), local_files_only=True, torch_threads=1, **settings),
+        max_memory=max_memory)
     service.initialize()
     return service
 
@@ -68,14 +71,22 @@ def pcm16_wav(samples: np.ndarray, rate: int = RATE) -> bytes:
     return buffer.getvalue()
 
 
+def audio_file(samples: np.ndarray, rate: int, format: str, subtype: str | None = None) -> bytes:
+    """Audio file bytes written by libsndfile; ``samples`` is (frames,) or (frames, channels)."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format=format, subtype=subtype)
+    return buffer.getvalue()
+
+
 def riff_wav(payload: bytes, format_tag: int, channels: int, rate: int, bits: int,
              extensible: bool = False) -> bytes:
-    """A WAV file assembled by hand, for encodings the stdlib writer does not make."""
+    """A WAV file assembled by hand, for headers no writer would make."""
     block_align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", 0xFFFE if extensible else format_tag, channels, rate,
                       rate * block_align, block_align, bits)
-    if extensible:  # cbSize, valid bits, channel mask, sub-format GUID (tag first)
-        fmt += struct.pack("<HHI", 22, bits, 0) + struct.pack("<H", format_tag) + bytes(14)
+    if extensible:  # cbSize, valid bits, channel mask, sub-format GUID: the tag, then the rest
+        fmt += struct.pack("<HHI", 22, bits, 0) + struct.pack("<H", format_tag) \
+            + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
     chunks += b"data" + struct.pack("<I", len(payload)) + payload + bytes(len(payload) & 1)
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
