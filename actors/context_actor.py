@@ -7,10 +7,14 @@ it, sends the replies, delivers subscribers' changes, and runs the expiry
 sweep on a timer. When the supervisor restarts this actor, it reopens the
 same store: with SQLite persistence every acknowledged write is still there.
 Subscriptions are not persisted: a subscriber that notices the restart
-subscribes again with ``since_seq`` to get what it missed.
+subscribes again with ``since_seq`` to get what it missed (the host API does).
+A write's idempotency key is stored with it, in the same transaction, so a
+write retried after this actor died before acknowledging it applies once.
 """
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
@@ -24,6 +28,11 @@ from messages.errors import InitError
 from messages.system import ContextSetup
 
 from .base import GrymActor
+
+# Test-only fault hook (the chaos tests set it in the runtime's environment): the
+# context actor kills itself after applying the write that carries this idempotency
+# key, before acknowledging it. Unset in any real deployment.
+TEST_KILL_AFTER_WRITE_ENV = "GRYM_TEST_KILL_CONTEXT_AFTER_WRITE"
 
 
 class ContextActor(GrymActor, Actor):
@@ -55,25 +64,35 @@ class ContextActor(GrymActor, Actor):
     def on_request(self, msg: Any, sender: Any) -> None:
         if self.hold_until_set_up(msg, sender):
             return
-        self.send(sender, self._call(msg))
+        seq = self._manager().seq
+        reply = self._call(msg)
+        if self.manager.seq != seq:  # applied a change (not a read, nor a recalled write)
+            self._test_fault(msg)
+        self.send(sender, reply)
         self._deliver_changes()
 
     def _call(self, msg: Any) -> Any:
         m = self._manager()
         if isinstance(msg, StoreContext):
-            return m.store(msg.item)
+            return m.store(msg.item, msg.idempotency_key)
         if isinstance(msg, RetrieveContext):
             return m.retrieve(msg.item_id)
         if isinstance(msg, QueryContext):
             return m.query(msg.filter)
         if isinstance(msg, UpdateContext):
-            return m.update(msg.item_id, msg.changes, msg.expected_version)
+            return m.update(msg.item_id, msg.changes, msg.expected_version, msg.idempotency_key)
         if isinstance(msg, DeleteContext):
-            return m.delete(msg.item_id)
+            return m.delete(msg.item_id, msg.idempotency_key)
         if isinstance(msg, GetContextForModel):
             return m.get_context_for_model(msg.model_type, msg.task_id, msg.priority, msg.filter,
                                            ref=msg.ref)
         return m.stats()  # GetContextStats
+
+    @staticmethod
+    def _test_fault(msg: Any) -> None:
+        key = getattr(msg, "idempotency_key", None)
+        if key is not None and key == os.environ.get(TEST_KILL_AFTER_WRITE_ENV):
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def on_subscribe(self, msg: SubscribeContext, sender: Any) -> None:
         reply = self._manager().subscribe(msg.filter, msg.since_seq)

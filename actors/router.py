@@ -17,15 +17,15 @@ from messages.context import ContextItem, GetContextForModel, ModelContext, Stor
 from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, TaskTimeout
 from messages.service import ServiceTask, ServiceTaskDone
 from messages.system import (
-    ContextMoved, Drain, DrainDone, ErrorReply, ExecuteTask, GetRouterMetrics, GetRoutes, Routes,
-    RouterSetup, ServiceDirectoryUpdate,
+    ApplyRoutes, ContextMoved, DirectTaskMetrics, Drain, DrainDone, ErrorReply, ExecuteTask,
+    GetRouterMetrics, GetRoutes, Routes, RoutesApplied, RouterSetup, ServiceDirectoryUpdate,
 )
 from messages.task import Task, TaskResult, effective_timeout_s
 
 from .base import GrymActor
 from .history import task_history_content
 from .router_metrics import RouterMetrics
-from .routing import Pending, PendingTasks, RouteTable
+from .routing import Pending, PendingTasks, RouteTable, pinned_version
 
 CONTEXT_FETCH_TIMEOUT_S = 0.5  # past this a task runs without context rather than wait
 
@@ -41,6 +41,8 @@ class TaskRouter(GrymActor, Actor):
         ExecuteTask: "on_execute", ServiceTaskDone: "on_done", ModelContext: "on_context",
         ErrorReply: "on_error_reply", WakeupMessage: "on_wakeup", Drain: "on_drain",
         GetRoutes: "on_get_routes", GetRouterMetrics: "on_get_metrics",
+        DirectTaskMetrics: "on_direct_metrics",
+        ApplyRoutes: "on_apply_routes",
     }
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -56,6 +58,9 @@ class TaskRouter(GrymActor, Actor):
         self.drain_waiter = None
         self.late_results = 0
         self.metrics = RouterMetrics()
+        # Applies waiting for the tasks sent to the generations they replaced or
+        # removed: ref -> (the supervisor, those (service, generation) pairs).
+        self.retiring: dict[int, tuple[Any, set[tuple[str, int]]]] = {}
 
     # -- set-up from the supervisor -----------------------------------------------
     def on_setup(self, msg: RouterSetup, sender: Any) -> None:
@@ -63,7 +68,7 @@ class TaskRouter(GrymActor, Actor):
         if first:
             self.token = msg.token
         self._from_supervisor(msg)
-        self.table.routes = dict(msg.routes)
+        self.table.set_routes(msg.routes)
         self.context, self.fetch_context = msg.context, msg.fetch_context
         self.default_timeout_s = msg.default_timeout_s
         for entry in msg.directory:
@@ -102,6 +107,29 @@ class TaskRouter(GrymActor, Actor):
         if self.token is None or msg.token != self.token:
             raise PermissionDenied("only the supervisor changes the router's set-up")
 
+    def on_apply_routes(self, msg: ApplyRoutes, sender: Any) -> None:
+        """A config apply moves traffic: the whole table changes in this one message."""
+        if self.hold_until_set_up(msg, sender):
+            return
+        self._from_supervisor(msg)
+        old = self.table.apply(msg)
+        self.fetch_context, self.default_timeout_s = msg.fetch_context, msg.default_timeout_s
+        self.log.info("routes_applied", routes=len(msg.routes), replaced=sorted(old),
+                      draining=self.pending.running_on(old))
+        self.retiring[msg.ref] = (sender, old)
+        self.wakeupAfter(msg.drain_s, payload=("retire", msg.ref))
+        self._maybe_retired()
+
+    def _maybe_retired(self, expired: int | None = None) -> None:
+        """Tell the supervisor when no task sent to a replaced generation is unanswered
+        (``expired``: that apply's drain time is up; say how many still are)."""
+        for ref, (waiter, old) in list(self.retiring.items()):
+            left = self.pending.running_on(old)
+            if not left or ref == expired:
+                del self.retiring[ref]
+                self.send(waiter, RoutesApplied(ref=ref, answered_with_timeout=left,
+                                                token=self.token))
+
     def on_get_routes(self, msg: GetRoutes, sender: Any) -> None:
         self.send(sender, Routes(dict(self.table.routes), tuple(sorted(self.table.services))))
 
@@ -110,7 +138,7 @@ class TaskRouter(GrymActor, Actor):
         if self.hold_until_set_up(task, sender):
             return
         try:
-            service = self.table.service_for(task.type)
+            service = self.table.service_for(task.type, pinned_version(task))
         except GrymError as exc:
             self.metrics.record_refusal("none", "unrouted", exc.code.value)
             raise
@@ -120,6 +148,9 @@ class TaskRouter(GrymActor, Actor):
         if self.hold_until_set_up(msg, sender):
             return
         self._accept(msg.task, sender, msg.service, direct=True)
+
+    def on_direct_metrics(self, msg: DirectTaskMetrics, sender: Any) -> None:
+        self.metrics.merge(msg.report)
 
     def on_get_metrics(self, msg: GetRouterMetrics, sender: Any) -> None:
         in_flight = {name: e.in_flight for name, e in self.table.services.items()}
@@ -152,8 +183,12 @@ class TaskRouter(GrymActor, Actor):
     def _dispatch(self, p: Pending, task: Task, now: float) -> None:
         entry = self.table.services.get(p.service)
         if entry is None or entry.address is None or entry.generation != p.generation:
-            # The service went down (or restarted) while the context was fetched.
+            # The service went down (or restarted, or an apply replaced or removed it)
+            # while the context was fetched. A routed task whose service is gone
+            # follows its type's route as it is now.
             try:
+                if p.service not in self.table.services and not p.direct:
+                    p.service = self.table.service_for(task.type, pinned_version(task))
                 entry = self.table.admit(p.service)
             except GrymError as exc:
                 self._finish(p, TaskResult.failure(task.id, exc.info()))
@@ -206,6 +241,8 @@ class TaskRouter(GrymActor, Actor):
         self.send(p.caller, result)
         self.log.debug("task_answered", task_id=p.task.id, service=p.service,
                        status=result.status.value, total_ms=round(result.metrics.total_ms, 3))
+        if self.retiring:
+            self._maybe_retired()
         if self.drain_waiter is not None and not self.pending:
             self._drain_done(0)
 
@@ -222,6 +259,9 @@ class TaskRouter(GrymActor, Actor):
 
     def on_wakeup(self, msg: WakeupMessage, sender: Any) -> None:
         now = time.monotonic()
+        if isinstance(msg.payload, tuple) and msg.payload[:1] == ("retire",):
+            self._maybe_retired(expired=msg.payload[1])
+            return
         if msg.payload != ("deadline", self.timer_at) and msg.payload != ("drain",):
             return  # superseded by an earlier timer
         if msg.payload == ("drain",):

@@ -45,6 +45,16 @@ class RouterMetrics:
     def record_refusal(self, service: str, task_type: str, code: str) -> None:
         self.requests[(service, task_type, code.lower())] += 1
 
+    def merge(self, report: RouterMetricsReport) -> None:
+        """Add another's counts (a host's, for the tasks it sent straight to services)."""
+        self.requests.update(report.requests)
+        for key, (counts, total) in report.stages.items():
+            if len(counts) != len(BUCKETS_S) + 1:
+                continue  # other buckets: not comparable
+            h = self.stages.setdefault(key, Histogram())
+            h.counts = [a + b for a, b in zip(h.counts, counts)]
+            h.sum += total
+
     def snapshot(self, in_flight: dict[str, int], late_results: int) -> RouterMetricsReport:
         return RouterMetricsReport(
             requests=dict(self.requests),

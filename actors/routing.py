@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from messages.errors import (
-    InvalidTaskType, Overloaded, ServiceNotFound, ServiceUnavailable, ShuttingDown,
+    InvalidInput, InvalidTaskType, Overloaded, ServiceNotFound, ServiceUnavailable, ShuttingDown,
 )
 from messages.service import ServiceStatus
-from messages.system import ServiceDirectoryUpdate
+from messages.system import (
+    ApplyRoutes, ServiceDirectoryUpdate, route_targets, service_id, split_service_id,
+)
 from messages.task import Task
+
+# Task metadata that pins a task to one version of the service its type routes to.
+VERSION_KEY = "version"
+
+
+def pinned_version(task: Task) -> str | None:
+    """The version a task asks for in its metadata (``{"version": "2"}``), if any."""
+    version = task.metadata.get(VERSION_KEY)
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, (str, int)) or version == "":
+        raise InvalidInput(f"metadata.{VERSION_KEY}: must be a version such as \"2\", "
+                           f"got {version!r:.40}", {"field": f"metadata.{VERSION_KEY}"})
+    return str(version)
 
 
 @dataclass
@@ -43,28 +59,97 @@ class Pending:
     stage: str = "service"   # "context" while its context is being fetched
 
 
+class WeightedPicker:
+    """Smooth weighted round-robin (nginx's): over any run of picks each service gets
+    its share of the weight, evenly spread (90/10 sends the 10 % one task in ten,
+    not ten in a row), with no randomness to test around. ``allowed`` leaves out
+    services that cannot take work now; their share goes to the others."""
+
+    def __init__(self, weights: Mapping[str, int]):
+        self.weights = {sid: w for sid, w in weights.items() if w > 0}
+        self._current = dict.fromkeys(self.weights, 0)
+
+    def pick(self, allowed: Callable[[str], bool] = lambda sid: True) -> str:
+        candidates = [sid for sid in self.weights if allowed(sid)] or list(self.weights)
+        total = sum(self.weights[sid] for sid in candidates)
+        for sid in candidates:
+            self._current[sid] += self.weights[sid]
+        chosen = max(candidates, key=lambda sid: self._current[sid])
+        self._current[chosen] -= total
+        return chosen
+
+
 @dataclass
 class RouteTable:
-    routes: dict[str, str]
+    routes: dict[str, Any]  # task type -> service id, or {service id: weight}
     services: dict[str, ServiceEntry] = field(default_factory=dict)
     draining: bool = False
+    _pickers: dict[str, WeightedPicker] = field(default_factory=dict, repr=False, init=False)
+
+    def set_routes(self, routes: Mapping[str, Any]) -> None:
+        """The whole table at once (at set-up, or when a config is applied)."""
+        self.routes = dict(routes)
+        self._pickers = {}
 
     def update(self, msg: ServiceDirectoryUpdate) -> None:
+        if msg.retiring:  # a generation an apply replaced or removed: no longer in the table
+            return
         entry = self.services.get(msg.name)
         if entry is None or entry.generation != msg.generation:
-            self.services[msg.name] = ServiceEntry(msg.name, msg.address, msg.status,
-                                                   msg.generation, msg.max_queue, msg.kind,
-                                                   msg.task_timeout_s)
+            self.replace(msg)
         else:
             entry.address, entry.status, entry.max_queue = msg.address, msg.status, msg.max_queue
 
-    def service_for(self, task_type: str) -> str:
+    def apply(self, msg: ApplyRoutes) -> set[tuple[str, int]]:
+        """A config apply's whole change at once (see ApplyRoutes); returns the
+        (service, generation) pairs it replaced or removed."""
+        moving = {entry.name for entry in msg.directory} | set(msg.removed)
+        old = {(e.name, e.generation) for e in self.services.values() if e.name in moving}
+        for entry in msg.directory:
+            self.replace(entry)
+        for name in msg.removed:
+            self.services.pop(name, None)
+        self.set_routes(msg.routes)
+        return old
+
+    def replace(self, msg: ServiceDirectoryUpdate) -> None:
+        """``msg``'s generation is the service's from now on, whatever the table had."""
+        self.services[msg.name] = ServiceEntry(msg.name, msg.address, msg.status, msg.generation,
+                                               msg.max_queue, msg.kind, msg.task_timeout_s)
+
+    def service_for(self, task_type: str, version: str | None = None) -> str:
+        """The service id a task of ``task_type`` goes to: the route's, picked by
+        weight when it is split, or (``version``) that version of the routed service."""
         try:
-            return self.routes[task_type]
+            route = self.routes[task_type]
         except KeyError:
             raise InvalidTaskType(f"no route for task type {task_type!r}; routed types: "
                                   f"{', '.join(sorted(self.routes))}",
                                   {"task_type": task_type}) from None
+        if version is not None:
+            return self._pinned(task_type, route, version)
+        if isinstance(route, str):
+            return route
+        picker = self._pickers.get(task_type)
+        if picker is None:
+            picker = self._pickers[task_type] = WeightedPicker(route_targets(route))
+        return picker.pick(self._takes_work)
+
+    def _pinned(self, task_type: str, route: Any, version: str) -> str:
+        names = dict.fromkeys(split_service_id(sid)[0] for sid in route_targets(route))
+        for name in names:
+            sid = service_id(name, version)
+            if sid in self.services:
+                return sid
+        running = sorted(sid for sid in self.services if split_service_id(sid)[0] in names)
+        raise ServiceNotFound(f"task type {task_type!r} goes to {', '.join(names)}, which runs no "
+                              f"version {version!r} (running: {', '.join(running) or 'none'})",
+                              {"task_type": task_type, "version": version})
+
+    def _takes_work(self, sid: str) -> bool:
+        entry = self.services.get(sid)
+        return (entry is not None and entry.address is not None and entry.status.accepts_tasks
+                and entry.in_flight < entry.max_queue)
 
     def admit(self, service: str) -> ServiceEntry:
         """The service's entry if it may take one more task now; otherwise a typed error."""
@@ -124,6 +209,11 @@ class PendingTasks:
         for p in gone:
             del self._by_id[p.request_id]
         return gone
+
+    def running_on(self, generations: set[tuple[str, int]]) -> int:
+        """How many tasks were sent to these (service, generation) pairs and are unanswered."""
+        return sum(1 for p in self._by_id.values()
+                   if p.stage == "service" and (p.service, p.generation) in generations)
 
     def next_deadline(self) -> float | None:
         while self._deadlines and self._deadlines[0][1] not in self._by_id:

@@ -7,6 +7,7 @@ on a worker thread (actors/worker.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -16,12 +17,15 @@ from thespian.actors import Actor, ActorExitRequest, ThespianWatch, WakeupMessag
 
 from messages.errors import (
     ErrorInfo, ExecutionError, GrymError, InitError, Overloaded, ShuttingDown, TaskTimeout,
+    retryable,
 )
 from messages.service import (
     ConfigureService, GetMetrics, GetStatus, Initialize, ServiceMetrics, ServiceStatus,
     ServiceStopped, ServiceTask, ServiceTaskDone, Shutdown, StatusReply,
 )
 from messages.task import Task, TaskMetrics, TaskResult, effective_timeout_s
+from messages.validation import build_settings
+from services.model_service import ModelService
 from services.registry import load_kind
 
 from .base import GrymActor, error_info
@@ -54,6 +58,8 @@ class ServiceActor(GrymActor, Actor):
         self.answered: set[int] = set()      # ids of running tasks already answered (timed out)
         self.init_waiters: list[Any] = []
         self.init_error: ErrorInfo | None = None
+        self.warmup_ms: float | None = None
+        self.retiring = False                # Shutdown(retiring=True): a successor takes its work
         self.shutdown_waiter = None
         self.batch_timer_armed = False
         self.next_direct_id = -1             # direct tasks get negative ids, the router's are positive
@@ -75,10 +81,21 @@ class ServiceActor(GrymActor, Actor):
         if self.spec is not None:
             raise InitError(f"service {self.spec.name!r} is already configured")
         self.spec, self.supervisor = msg, sender
-        self.service = load_kind(msg.kind)(msg.name, msg.settings, max_memory=msg.max_memory)
         self.policy = BatchPolicy(msg.max_batch_size, msg.max_batch_delay_ms / 1000)
         self.worker = Worker(name=f"{msg.name}-worker")
         self.log = self.log.bind(service=msg.name, generation=msg.generation, pid=os.getpid())
+        try:
+            # The kind's code as it is on disk now, not as the supervisor imported it
+            # (services.registry: how a rolling update picks up new code).
+            kind = load_kind(msg.kind, fresh=True)
+            self.service = kind(msg.name, _settings_for(kind, msg.settings, msg.name),
+                                max_memory=msg.max_memory)
+        except Exception as exc:  # noqa: BLE001 - e.g. new code that does not import
+            self.service = ModelService(msg.name, None)  # takes nothing: init_error refuses
+            self.status = S.FAILED
+            self.init_error = InitError(f"service {msg.name!r} could not load its kind "
+                                        f"{msg.kind!r}: {error_info(exc).message}").info()
+            self.log.error("service_init_failed", error=self.init_error.message)
         if msg.eager:
             self._start_init()
         self.send(sender, self._status_reply())
@@ -102,12 +119,26 @@ class ServiceActor(GrymActor, Actor):
         if self.status is S.OFFLINE and not self.worker.busy:
             self.status = S.INITIALIZING
             self.log.info("service_initializing")
-            self.worker.submit("init", self.service.initialize)
+            self.worker.submit("init", self._initialize)
+
+    def _initialize(self) -> float | None:
+        """On the worker: load, then run the kind's warm-up batches; their time in ms."""
+        self.service.initialize()
+        if not self.spec.warmup:
+            return None
+        started = time.monotonic()
+        for batch in self.service.warmup_inputs(self.spec.max_batch_size):
+            for outcome in self.service.execute_batch(list(batch)):
+                if isinstance(outcome, BaseException):
+                    raise InitError(f"warm-up failed: {error_info(outcome).message}")
+        return (time.monotonic() - started) * 1000
 
     def _init_done(self, done: Done) -> None:
         if done.error is None:
             self.status = S.ONLINE
-            self.log.info("service_online", init_ms=round((done.finished - done.started) * 1000, 2))
+            self.warmup_ms = done.value
+            self.log.info("service_online", warmup_ms=done.value and round(done.value, 2),
+                          init_ms=round((done.finished - done.started) * 1000, 2))
         else:
             self.status = S.FAILED
             self.init_error = InitError(f"service {self.spec.name!r} failed to initialize: "
@@ -126,6 +157,7 @@ class ServiceActor(GrymActor, Actor):
         if msg.token != self.spec.token:
             raise InitError("only the supervisor shuts a service down")
         self.shutdown_waiter = sender
+        self.retiring = msg.retiring
         if self.status is not S.STOPPING:
             self.status = S.STOPPING
             self.log.info("service_stopping", queued=len(self.queue), running=len(self.running))
@@ -184,6 +216,10 @@ class ServiceActor(GrymActor, Actor):
         self._pump()
 
     def _admit(self, task: Task) -> None:
+        if self.retiring:
+            raise retryable(f"service {self.spec.name!r} generation {self.spec.generation} was "
+                            "replaced by a config apply; send the task again",
+                            {"service": self.spec.name})
         if self.status in (S.STOPPING, S.STOPPED):
             raise ShuttingDown(f"service {self.spec.name!r} is shutting down")
         if self.init_error is not None:
@@ -198,7 +234,7 @@ class ServiceActor(GrymActor, Actor):
         if self.status not in (S.ONLINE, S.DEGRADED, S.STOPPING):
             return
         now = time.monotonic()
-        plan = self.policy.plan(len(self.queue), self.queue.oldest_wait(now), self.worker.busy)
+        plan = self.policy.plan(len(self.queue), now, self.worker.busy)
         if plan.take:
             batch, expired = self.queue.take(plan.take, now)
             for item in expired:
@@ -248,6 +284,7 @@ class ServiceActor(GrymActor, Actor):
                 result = TaskResult.success(item.task.id, outcome, metrics)
             self._answer(item, result)
         self.running = []
+        self.policy.batch_done(len(batch), len(self.queue), time.monotonic())
 
     def on_watch(self, msg: WatchMessage, sender: Any) -> None:
         for done in self.worker.collect():
@@ -336,11 +373,23 @@ class ServiceActor(GrymActor, Actor):
             mean_batch_size=st.batched_tasks / st.batches if st.batches else 0.0))
 
     def _status_reply(self) -> StatusReply:
+        details = self.service.describe() if self.service else {}
+        if self.warmup_ms is not None:
+            details = {**details, "warmup_ms": self.warmup_ms}
         return StatusReply(
             name=self.spec.name if self.spec else "", status=self.status, pid=os.getpid(),
             initialized=bool(self.service and self.service.is_initialized()),
-            details=self.service.describe() if self.service else {}, error=self.init_error)
+            details=details, error=self.init_error)
 
     def _require_configured(self) -> None:
         if self.spec is None:
             raise InitError("this service actor has not been configured by its supervisor yet")
+
+
+def _settings_for(kind: type, settings: Any, where: str) -> Any:
+    """``settings`` as an instance of the freshly imported kind's own Settings class
+    (the supervisor built it with the class it imported when it started)."""
+    if isinstance(settings, kind.Settings) or not dataclasses.is_dataclass(settings):
+        return settings
+    return build_settings(kind.Settings, {f.name: getattr(settings, f.name)
+                                          for f in dataclasses.fields(settings)}, where)

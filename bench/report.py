@@ -47,6 +47,7 @@ def collect() -> list[Row]:
         for name, r in runtime["throughput"].items():
             rows.append(Row(f"route_task echo, {name}", r["p50_ms"], r["p99_ms"], floor, 30.0,
                             "informational (one router: Thespian-bound)", None, r["per_s"]))
+        rows += http_rows(runtime, floor)
         rec = next(iter(runtime["recovery"].values()))
         rows.append(Row("kill -9 -> next success (echo)", rec["p50_ms"], rec["p99_ms"], None,
                         None, "within 100 ms", rec["p99_ms"] <= 100))
@@ -56,6 +57,7 @@ def collect() -> list[Row]:
         cold = next(iter(runtime["cold_start"].values()))
         rows.append(Row("cold start to ready (echo only)", cold["p50_ms"], cold["p99_ms"], None,
                         None, "informational", None))
+    rows += transport_rows(_load("transport"))
     if context:
         for size, data in context.items():
             if size == "meta":
@@ -94,6 +96,44 @@ def collect() -> list[Row]:
             rows.append(Row(f"wav2vec2 {size}: kill -9 -> next success", k["p50_ms"], k["p99_ms"],
                             None, 1000.0, "within 1 s (base)",
                             k["p99_ms"] <= 1000 if size == "base" else None))
+    return rows
+
+
+def http_rows(runtime: dict[str, Any], floor: float) -> list[Row]:
+    """HTTP echo beside route_task: at most 1 ms more at p50, and no fewer requests/s at 16."""
+    http = runtime["latency"].get("HTTP POST echo, no context fetch")
+    if http is None:  # results from before the HTTP face
+        return []
+    base = runtime["latency"]["route_task echo, no context fetch"]
+    added = http["p50_ms"] - base["p50_ms"]
+    rows = [Row("HTTP POST echo, no context fetch (end to end)", http["p50_ms"], http["p99_ms"],
+                floor, None, f"p50 <= route_task's + 1 ms (adds {added:+.2f} ms)", added <= 1.0)]
+    for (name, r), route in zip(runtime["http_throughput"].items(),
+                                runtime["throughput"].values()):
+        ratio = r["per_s"] / route["per_s"]
+        sixteen = name.startswith("16 ")
+        rows.append(Row(f"HTTP echo, {name}", r["p50_ms"], r["p99_ms"], floor, None,
+                        f"{ratio:.2f}x route_task's requests/s"
+                        + (" (goal: >= 1x at 16 clients)" if sixteen else ""),
+                        ratio >= 1.0 if sixteen else None, r["per_s"]))
+    return rows
+
+
+def transport_rows(transport: dict[str, Any] | None) -> list[Row]:
+    """Signed frames (runtime.frames) beside Thespian's stock ones, bare asks measured together."""
+    if transport is None:
+        return []
+    lat, goals = transport["latency"], transport["goals"]
+    floor = lat["ask 100 B, stock"]["p50_ms"]
+    slower = goals["100 B slower %"]
+    rows = [Row("bare ask, 100 B, signed frames", lat["ask 100 B, signed"]["p50_ms"],
+                lat["ask 100 B, signed"]["p99_ms"], floor, None,
+                f"<= 5 % over stock frames ({slower:+.1f} %)", slower <= 5)]
+    for name in ("1 MiB float32 array",):
+        r, added = lat[f"ask {name}, signed"], goals[f"{name} ms per hop per MB"]
+        rows.append(Row(f"bare ask, {name}, signed frames", r["p50_ms"], r["p99_ms"],
+                        lat[f"ask {name}, stock"]["p50_ms"], None,
+                        f"<= 0.5 ms per hop per MB over stock ({added:+.2f} ms)", added <= 0.5))
     return rows
 
 

@@ -11,7 +11,9 @@ from typing import Any
 
 from messages import Task
 from host import ServiceSystem
+from host.launcher import HTTP_PORT_OFFSET
 
+from . import http_api
 from .floor import floor_actors
 from .stats import concurrent_calls, print_table, summarize, time_calls, write_results
 
@@ -26,7 +28,12 @@ def config() -> dict[str, Any]:
                            "fetch_context": False, "restart_period_s": 0.5},
         },
         "routes": {"echo": "echo", "echo-plain": "echo_plain"},
+        "http": dict(http_api.HTTP_CONFIG),
     }
+
+
+def http_url(system: ServiceSystem) -> str:
+    return f"http://127.0.0.1:{system.admin_port + HTTP_PORT_OFFSET}"
 
 
 def measure_latency(system: ServiceSystem, n: int) -> dict[str, dict[str, float]]:
@@ -38,6 +45,7 @@ def _measure_latency(system: ServiceSystem, endpoint: Any, n: int) -> dict[str, 
     ping, forward = floor_actors(endpoint)
     payload = {"text": "x" * 64}
     service = system.get_service("echo_plain")
+    http_echo = http_api.echo_caller(http_url(system))
     calls = {
         "thespian ask (floor)": lambda i: endpoint.ask(ping, payload, 5),
         "thespian two-hop chain (floor)": lambda i: endpoint.ask(forward, payload, 5),
@@ -47,6 +55,7 @@ def _measure_latency(system: ServiceSystem, endpoint: Any, n: int) -> dict[str, 
             Task(id=f"c{i}", type="echo", data=payload)).unwrap(),
         "execute_task echo (service handle)": lambda i: service.execute_task(
             Task(id=f"d{i}", type="echo", data=payload)).unwrap(),
+        "HTTP POST echo, no context fetch": lambda i: http_echo(payload),
     }
     # Two interleaved rounds, so drift on a noisy machine hits every figure alike.
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in calls}
@@ -114,8 +123,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     cfg["services"].update({f"lazy{i}": {"kind": "echo"} for i in range(lazy)})
     with ServiceSystem.start(cfg) as system:
         latency = measure_latency(system, n)
-        throughput = {f"{c} concurrent callers": measure_throughput(system, c, n // c // 2)
-                      for c in (1, 4, 16)}
+        throughput, http_throughput = {}, {}
+        for c in (1, 4, 16):  # side by side, so drift hits both alike
+            throughput[f"{c} concurrent callers"] = measure_throughput(system, c, n // c // 2)
+            http_throughput[f"{c} concurrent clients"] = http_api.measure_throughput(
+                http_url(system), c, n // c // 2)
         init = {"lazy echo: get_service (initialize)": measure_lazy_init(system, lazy)}
         recovery = {"kill -9 -> next success (echo)":
                     measure_recovery(system, reps=5 if quick else 20)}
@@ -123,8 +135,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     print_table("Runtime: echo round trips from a host thread", latency,
                 floor="thespian ask (floor)")
     print_table("Runtime: route_task throughput (echo, no context fetch)", throughput)
+    print_table("HTTP: POST /v1/tasks/echo-plain throughput (keep-alive clients)",
+                http_throughput)
     print_table("Runtime: start, initialize, recover", {**cold, **init, **recovery})
-    results = {"latency": latency, "throughput": throughput, "init": init,
+    results = {"latency": latency, "throughput": throughput,
+               "http_throughput": http_throughput, "init": init,
                "recovery": recovery, "cold_start": cold}
     path = write_results("runtime", results)
     print(f"\nresults: {path}")

@@ -19,19 +19,35 @@ from .settings import ContextSettings
 
 
 @dataclass(frozen=True)
+class KeyRecord:
+    """A write's idempotency key and what it did: its answer, if it is sent again."""
+
+    key: str
+    op: str          # store | update | delete
+    item_id: str
+    version: int     # the item's version after the write (for a delete, the version deleted)
+    seq: int         # the change's sequence number
+    at: float        # wall clock of the write
+
+
+@dataclass(frozen=True)
 class Batch:
-    """One atomic write.  ``seq`` is the last sequence number the batch uses."""
+    """One atomic write.  ``seq`` is the last sequence number the batch uses.
+    ``keys``: idempotency keys written with it; ``forget_keys``: old ones dropped."""
 
     seq: int
     puts: tuple[Record, ...] = ()
     deletes: tuple[str, ...] = ()
     expiries: Mapping[str, float] = field(default_factory=dict)
+    keys: tuple[KeyRecord, ...] = ()
+    forget_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Snapshot:
     records: list[Record]
     seq: int
+    keys: list[KeyRecord] = field(default_factory=list)
 
 
 class Backend(Protocol):
@@ -50,11 +66,12 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._rows: dict[str, tuple[Record, float]] = {}
+        self._keys: dict[str, KeyRecord] = {}
         self._seq = 0
 
     def load(self) -> Snapshot:
         return Snapshot([record.copy(expires_at) for record, expires_at in self._rows.values()],
-                        self._seq)
+                        self._seq, list(self._keys.values()))
 
     def apply(self, batch: Batch) -> None:
         for item_id in batch.deletes:
@@ -63,10 +80,15 @@ class MemoryBackend:
             self._rows[record.id] = (record, record.expires_at)
         for item_id, expires_at in batch.expiries.items():
             self._rows[item_id] = (self._rows[item_id][0], expires_at)
+        for key in batch.forget_keys:
+            self._keys.pop(key, None)
+        for key_record in batch.keys:
+            self._keys[key_record.key] = key_record
         self._seq = batch.seq
 
     def close(self) -> None:
         self._rows.clear()
+        self._keys.clear()
 
 
 _COLUMNS = ("id", "type", "source", "priority", "tags", "task_id", "workflow_id", "created_at",
@@ -81,7 +103,12 @@ CREATE TABLE IF NOT EXISTS items (
     content BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY, op TEXT NOT NULL, item_id TEXT NOT NULL, version INTEGER NOT NULL,
+    seq INTEGER NOT NULL, at REAL NOT NULL
+) WITHOUT ROWID;
 """
+_KEY_COLUMNS = ("key", "op", "item_id", "version", "seq", "at")
 
 
 class SQLiteBackend:
@@ -103,7 +130,9 @@ class SQLiteBackend:
     def load(self) -> Snapshot:
         rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM items").fetchall()
         seq_row = self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
-        return Snapshot([_record(row) for row in rows], seq_row[0] if seq_row else 0)
+        keys = self._db.execute(f"SELECT {', '.join(_KEY_COLUMNS)} FROM idempotency").fetchall()
+        return Snapshot([_record(row) for row in rows], seq_row[0] if seq_row else 0,
+                        [KeyRecord(*row) for row in keys])
 
     def apply(self, batch: Batch) -> None:
         db = self._db
@@ -115,6 +144,11 @@ class SQLiteBackend:
                            [_row(record) for record in batch.puts])
             db.executemany("UPDATE items SET expires_at = ? WHERE id = ?",
                            [(expires_at, i) for i, expires_at in batch.expiries.items()])
+            db.executemany("DELETE FROM idempotency WHERE key = ?",
+                           [(k,) for k in batch.forget_keys])
+            db.executemany(f"INSERT OR REPLACE INTO idempotency ({', '.join(_KEY_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(_KEY_COLUMNS))})",
+                           [(k.key, k.op, k.item_id, k.version, k.seq, k.at) for k in batch.keys])
             db.execute("INSERT INTO meta (key, value) VALUES ('seq', ?) "
                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (batch.seq,))
             db.execute("COMMIT")

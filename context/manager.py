@@ -51,9 +51,14 @@ class ContextManager:
 
     # ---- items ---------------------------------------------------------------
 
-    def store(self, item: ContextItem) -> ContextAck:
-        """Store or replace ``item``.  Raises Overloaded if only critical items could make room."""
-        return _ack(self._repository.store(item))
+    def store(self, item: ContextItem, idempotency_key: str | None = None) -> ContextAck:
+        """Store or replace ``item``.  Raises Overloaded if only critical items could make room.
+
+        Writes with an ``idempotency_key`` that was applied already are answered with
+        that write's ContextAck and not applied again (Conflict: the key was used
+        for another operation or item)."""
+        return self._recalled(idempotency_key, "store", item.id) or \
+            _ack(self._repository.store(item, idempotency_key))
 
     def retrieve(self, item_id: str) -> ContextItemReply:
         """Raises NotFound for an unknown or expired id."""
@@ -64,13 +69,20 @@ class ContextManager:
         return ContextItems(tuple(items), total)
 
     def update(self, item_id: str, changes: Mapping[str, Any],
-               expected_version: int | None = None) -> ContextAck:
+               expected_version: int | None = None,
+               idempotency_key: str | None = None) -> ContextAck:
         """Raises NotFound, Conflict (stale ``expected_version``), InvalidInput or Overloaded."""
-        return _ack(self._repository.update(item_id, changes, expected_version))
+        return self._recalled(idempotency_key, "update", item_id) or _ack(
+            self._repository.update(item_id, changes, expected_version, idempotency_key))
 
-    def delete(self, item_id: str) -> ContextAck:
+    def delete(self, item_id: str, idempotency_key: str | None = None) -> ContextAck:
         """Raises NotFound for an unknown or expired id."""
-        return _ack(self._repository.delete(item_id))
+        return self._recalled(idempotency_key, "delete", item_id) or \
+            _ack(self._repository.delete(item_id, idempotency_key))
+
+    def _recalled(self, key: str | None, op: str, item_id: str | None) -> ContextAck | None:
+        done = None if key is None else self._repository.recall(key, op, item_id)
+        return None if done is None else ContextAck(done.item_id, done.version, done.seq)
 
     # ---- models ----------------------------------------------------------------
 
@@ -135,6 +147,11 @@ class ContextManager:
         self._outbox.extend(self._subscriptions.publish(change))
 
     # ---- housekeeping ----------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last change."""
+        return self._repository.seq
 
     def sweep(self, max_items: int | None = None) -> int:
         """Remove up to ``max_items`` (default ``settings.sweep_batch``) expired

@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
 from messages.context import CRITICAL, ChangeKind, ContextFilter, ContextItem, ContextStats, normalise_changes
 from messages.errors import Conflict, NotFound, Overloaded
 
-from .backends import Backend, Batch
+from .backends import Backend, Batch, KeyRecord
 from .filters import matches, sort_key
 from .heaps import LazyHeap
 from .indexes import Indexes
@@ -32,6 +33,7 @@ from .records import Record
 from .settings import ContextSettings
 
 Clock = Callable[[], float]
+IdempotencyKey = tuple[str, str]  # (the key, the operation: store | update | delete)
 
 
 class Change:
@@ -62,6 +64,7 @@ class Repository:
         self._clock = clock
         self._listener = listener or (lambda change: None)
         self._records: dict[str, Record] = {}
+        self._keys: OrderedDict[str, KeyRecord] = OrderedDict()  # oldest write first
         self._indexes = Indexes()
         self._by_expiry = LazyHeap(self._expiry_key, self._records.keys)
         self._by_eviction = LazyHeap(self._eviction_key, self._records.keys)
@@ -82,8 +85,9 @@ class Repository:
 
     # ---- requests ----------------------------------------------------------
 
-    def store(self, item: ContextItem) -> Change:
+    def store(self, item: ContextItem, key: str | None = None) -> Change:
         """Store ``item`` (a new id if it has none), replacing an item with its id.
+        ``key``: its idempotency key, kept with the change (see ``recall``).
 
         Raises Overloaded when only critical items are left to evict.
         """
@@ -92,7 +96,20 @@ class Repository:
         existing = self._existing(item_id, now)
         record = self._record_for(item, item_id, existing.created_at if existing else now, now)
         kind = ChangeKind.UPDATED if existing else ChangeKind.STORED
-        return self._write(record, kind, existing, now)
+        return self._write(record, kind, existing, now, _key(key, "store"))
+
+    def recall(self, key: str, op: str, item_id: str | None) -> KeyRecord | None:
+        """What the write with idempotency ``key`` did, if it was applied within
+        ``idempotency_ttl_s``; None if it was not. Raises Conflict if the key was
+        used for another operation or item (a key names one request)."""
+        found = self._keys.get(key)
+        if found is None or found.at <= self._clock() - self._settings.idempotency_ttl_s:
+            return None
+        if found.op != op or (item_id is not None and item_id != found.item_id):
+            raise Conflict(f"idempotency key {key!r} was used for another request "
+                           f"({found.op} of item {found.item_id})",
+                           {"idempotency_key": key, "op": found.op, "item_id": found.item_id})
+        return found
 
     def retrieve(self, item_id: str) -> ContextItem:
         now = self._clock()
@@ -119,7 +136,8 @@ class Repository:
         self._touch(page, now)
         return [record.to_item() for record in page], len(matched)
 
-    def update(self, item_id: str, changes: Mapping[str, Any], expected_version: int | None = None) -> Change:
+    def update(self, item_id: str, changes: Mapping[str, Any], expected_version: int | None = None,
+               key: str | None = None) -> Change:
         """Apply ``changes`` field by field; ``content`` is a JSON Merge Patch.
 
         Raises NotFound, Conflict (``expected_version`` is not the current one;
@@ -138,11 +156,11 @@ class Repository:
             changes["content"] = merge_patch(item.content, changes["content"])
         item = dataclasses.replace(item, **changes)
         record = self._record_for(item, item_id, current.created_at, now)
-        return self._write(record, ChangeKind.UPDATED, current, now)
+        return self._write(record, ChangeKind.UPDATED, current, now, _key(key, "update"))
 
-    def delete(self, item_id: str) -> Change:
+    def delete(self, item_id: str, key: str | None = None) -> Change:
         current = self._live(item_id, self._clock())
-        return self._commit([(ChangeKind.DELETED, current)])[-1]
+        return self._commit([(ChangeKind.DELETED, current)], key=_key(key, "delete"))[-1]
 
     def sweep(self, max_items: int) -> int:
         """Remove up to ``max_items`` expired items, soonest-expired first; how many went."""
@@ -198,7 +216,8 @@ class Repository:
                 self._by_expiry.push(record.id)
             self._by_eviction.push(record.id)
 
-    def _write(self, record: Record, kind: ChangeKind, previous: Record | None, now: float) -> Change:
+    def _write(self, record: Record, kind: ChangeKind, previous: Record | None, now: float,
+               key: IdempotencyKey | None = None) -> Change:
         """Store ``record`` (replacing ``previous``), making room first."""
         def projected() -> tuple[int, int]:
             return (len(self._records) + (previous is None),
@@ -219,7 +238,7 @@ class Repository:
                 victim = self._records[item_id]
                 victims.append((ChangeKind.EVICTED, victim))
                 count, size = count - 1, size - victim.size
-        return self._commit(victims, put=(kind, record, previous), restore=popped)[-1]
+        return self._commit(victims, put=(kind, record, previous), restore=popped, key=key)[-1]
 
     def _expire_due(self, now: float, count: int, size: int) -> None:
         """Drop expired items, soonest first, until ``count``/``size`` fit."""
@@ -251,9 +270,12 @@ class Repository:
 
     def _commit(self, removals: list[tuple[ChangeKind, Record]],
                 put: tuple[ChangeKind, Record, Record | None] | None = None,
-                restore: list[tuple[LazyHeap, str]] = ()) -> list[Change]:
+                restore: list[tuple[LazyHeap, str]] = (),
+                key: IdempotencyKey | None = None) -> list[Change]:
         """Persist removals then ``put`` as one batch, then apply them in memory.
 
+        ``key`` is the idempotency key of the request's own change (the last one),
+        written in the same batch: a write is never applied without its key.
         If the backend refuses, heap entries popped while planning (``restore``)
         go back and nothing else has changed.
         """
@@ -267,14 +289,27 @@ class Repository:
             seq += 1
             record.version = seq  # versions come from the sequence, assigned here
             changes.append(Change(seq, kind, record, previous))
+        keys: tuple[KeyRecord, ...] = ()
+        forget: tuple[str, ...] = ()
+        if key is not None:
+            now = self._clock()
+            last = changes[-1]
+            keys = (KeyRecord(key[0], key[1], last.record.id, last.record.version, last.seq, now),)
+            forget = self._keys_to_forget(now)
         try:
             self._backend.apply(Batch(seq, puts=(put[1],) if put else (),
-                                      deletes=tuple(record.id for _, record in removals)))
+                                      deletes=tuple(record.id for _, record in removals),
+                                      keys=keys, forget_keys=forget))
         except Exception:
             for heap, item_id in restore:
                 heap.push(item_id)
             raise
         self._seq = seq
+        for old in forget:
+            self._keys.pop(old, None)
+        for key_record in keys:
+            self._keys.pop(key_record.key, None)  # a reused expired key moves to the end
+            self._keys[key_record.key] = key_record
         for kind, record in removals:
             self._forget(record)
             self._evictions += kind is ChangeKind.EVICTED
@@ -284,6 +319,17 @@ class Repository:
         for change in changes:
             self._listener(change)
         return changes
+
+    def _keys_to_forget(self, now: float) -> tuple[str, ...]:
+        """The oldest keys: expired ones, and enough to stay within ``idempotency_keys``."""
+        over = len(self._keys) + 1 - self._settings.idempotency_keys
+        cutoff = now - self._settings.idempotency_ttl_s
+        out = []
+        for key, key_record in self._keys.items():
+            if len(out) >= over and key_record.at > cutoff:
+                break
+            out.append(key)
+        return tuple(out)
 
     def _remember(self, record: Record, previous: Record | None) -> None:
         if previous is not None:
@@ -327,6 +373,7 @@ class Repository:
         live = sorted((r for r in snapshot.records if not r.expired(now)), key=lambda r: r.version)
         expired = [r.id for r in snapshot.records if r.expired(now)]
         self._seq = max([snapshot.seq, *(r.version for r in live)])
+        self._keys = OrderedDict((k.key, k) for k in sorted(snapshot.keys, key=lambda k: k.at))
         if expired:
             self._backend.apply(Batch(self._seq, deletes=tuple(expired)))
             self._expirations += len(expired)
@@ -336,3 +383,7 @@ class Repository:
             self._add(record)
         self._by_expiry.rebuild()
         self._by_eviction.rebuild()
+
+
+def _key(key: str | None, op: str) -> IdempotencyKey | None:
+    return None if key is None else (key, op)

@@ -29,15 +29,19 @@ class ContextSettings:
     sweep_interval_s: float = 5.0
     sweep_batch: int = 1000
     change_log_size: int = 1024
+    # How long, and how many, write idempotency keys are kept (each with its ContextAck),
+    # so that a write retried after a lost acknowledgement applies once.
+    idempotency_ttl_s: float = 600.0
+    idempotency_keys: int = 100_000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_bytes", parse_size(self.max_bytes, "max_bytes"))
         object.__setattr__(self, "compress_threshold_bytes",
                            parse_size(self.compress_threshold_bytes, "compress_threshold_bytes"))
-        for key in ("default_ttl_s", "sweep_interval_s"):
+        for key in ("default_ttl_s", "sweep_interval_s", "idempotency_ttl_s"):
             value = getattr(self, key)
             require_seconds(value, key, allow_none=False, error=ConfigError)
-        for key in ("max_items", "sweep_batch", "change_log_size"):
+        for key in ("max_items", "sweep_batch", "change_log_size", "idempotency_keys"):
             value = getattr(self, key)
             check(is_int(value) and value > 0, key,
                   f"must be a positive integer, got {value!r}")

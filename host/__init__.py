@@ -7,6 +7,13 @@ class's dotted name and found again by its global name.
 """
 import runtime  # noqa: F401 - loopback binding and logging, before any socket opens
 
-from .system import ServiceSystem
-
 __all__ = ["ServiceSystem"]
+
+
+def __getattr__(name: str):
+    # Lazy: ``python -m host.launcher`` must not import host.launcher twice
+    # (once through host.system, once as __main__).
+    if name == "ServiceSystem":
+        from .system import ServiceSystem
+        return ServiceSystem
+    raise AttributeError(name)

@@ -3,7 +3,10 @@
     start [--config F]        start the runtime in the background; returns once it is ready
     serve [--config F]        the same in the foreground (systemd, containers); SIGTERM stops it
     stop [--drain S]          graceful stop: drain tasks, release models, end every process
-    status [--json]           services, their state and figures; the context store
+    apply F [--dry-run]       change the running runtime to the config in F (SIGHUP to the
+                              daemon does the same with its own file); prints the plan
+    status [--json]           services, their state, figures and last error; the context store
+    restart NAME              start a failed (or stopped) service again, with a fresh restart window
     submit TYPE [...]         run one task and print its result
     context store|get|query|delete|stats ...
     logs [--tail N] [--follow]  where the logs are (their last lines; new ones as they come)
@@ -63,6 +66,11 @@ def daemon_config(args: argparse.Namespace) -> tuple[dict[str, Any], SystemConfi
     return raw, config
 
 
+def daemon_raw(path: str | Path, admin_port: int) -> dict[str, Any]:
+    """The config file as the daemon running on ``admin_port`` reads it (SIGHUP, apply)."""
+    return daemon_config(argparse.Namespace(config=str(path), port=admin_port))[0]
+
+
 def with_daemon_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     """The daemon serves metrics and the HTTP API unless the file says otherwise."""
     for section in ("metrics", "http"):
@@ -104,7 +112,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 1
     run_dir = config.log_dir()
     launcher, status = start_launcher(raw, run_dir, cwd=run_cwd(args), detach=True,
-                                      timeout_s=config.system.start_timeout_s + 10)
+                                      timeout_s=config.system.start_timeout_s + 10,
+                                      source=Path(args.config) if args.config else None)
     if not status.get("ready"):
         error = status.get("error", {})
         print(f"could not start: {error.get('code')}: {error.get('message')}", file=sys.stderr)
@@ -131,8 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(run_cwd(args))
+    source = ["--source", str(Path(args.config).resolve())] if args.config else []
     os.execve(sys.executable,
-              launcher_argv(config_file, "--foreground", "--log-format", "console"),
+              launcher_argv(config_file, "--foreground", "--log-format", "console", *source),
               project_env(runtime_id=str(config_file)))
     return 0  # not reached
 
@@ -164,9 +174,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apply(args: argparse.Namespace) -> int:
+    args.config = args.file  # the runtime is found by the file's admin port (or --port)
+    raw = daemon_config(args)[0]
+    with connect(args) as system:
+        report = system.apply(raw, dry_run=args.dry_run, drain_s=args.drain)
+    if not report.steps:
+        print(f"{args.file}: nothing to change")
+        return 0
+    print(f"plan for {args.file}{' (dry run: nothing changed)' if args.dry_run else ''}:")
+    for step in report.steps:
+        print(f"  {step.line()}")
+    if report.applied:
+        print(f"applied {len(report.steps)} step(s)")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with connect(args) as system:
-        supervisor_pid = system.info.pid
+        supervisor_pid, last_apply = system.info.pid, system.info.last_apply
         infos = {s.name: s for s in system.services()}
         metrics = {m.name: m for m in system.metrics()}
         try:
@@ -190,19 +216,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     http = serving_http_url(args)
     if args.json:
         print(json.dumps({"services": rows, "context": context, "supervisor_pid": supervisor_pid,
-                          "http": http}, indent=2))
+                          "http": http, "last_apply": last_apply}, indent=2))
         return 0
     header = ("service", "kind", "state", "restarts", "queue", "requests", "errors", "p50_ms",
-              "p99_ms", "rss_mb")
-    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in header]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for r in rows:
-        print("  ".join(str(r[h]).ljust(w) for h, w in zip(header, widths)))
+              "p99_ms", "rss_mb", "last_error")
+    cells = [{h: _cell(r[h]) for h in header} for r in rows]
+    widths = [max(len(h), *(len(c[h]) for c in cells)) for h in header]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    for c in cells:
+        print("  ".join(c[h].ljust(w) for h, w in zip(header, widths)).rstrip())
     if context:
         print(f"\ncontext store: {context['items']} items, {context['bytes'] / 1e6:.2f} MB, "
               f"{context['evictions']} evicted, {context['expirations']} expired")
     if http:
         print(f"HTTP API and status page: {http} (API docs: {http}docs)")
+    if last_apply:
+        print(f"last apply: {last_apply}")
+    return 0
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """OTP's restart_child: a failed (or stopped) service comes back, its restart window afresh."""
+    with connect(args) as system:
+        before = {s.name: s for s in system.services()}.get(args.name)
+        info = system.restart_service(args.name, timeout=args.timeout)
+    had = f"; it had {before.status.value}: {before.last_error}" if before else ""
+    print(f"restarted {info.name}: {info.status.value}, pid {info.pid}{had}")
     return 0
 
 
@@ -388,7 +432,18 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", parents=[common], help="run in the foreground")
     stop = sub.add_parser("stop", parents=[common], help="graceful stop")
     stop.add_argument("--drain", type=float, default=10.0, help="seconds to finish tasks")
+    apply = sub.add_parser("apply", parents=[common],
+                           help="change the running runtime to a config file")
+    apply.add_argument("file", help="the new config (TOML)")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    apply.add_argument("--drain", type=float, default=10.0,
+                       help="seconds replaced and removed services may finish their tasks")
     status = sub.add_parser("status", parents=[common], help="services and figures")
+    restart = sub.add_parser("restart", parents=[common],
+                             help="start a failed (or stopped) service again")
+    restart.add_argument("name", help="the service")
+    restart.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for it to be online")
     status.add_argument("--json", action="store_true")
     submit = sub.add_parser("submit", parents=[common], help="run one task")
     submit.add_argument("type", help="task type, e.g. speech-to-text or echo")
@@ -426,8 +481,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"start": cmd_start, "serve": cmd_serve, "stop": cmd_stop, "status": cmd_status,
-            "submit": cmd_submit, "context": cmd_context, "logs": cmd_logs,
+COMMANDS = {"start": cmd_start, "serve": cmd_serve, "stop": cmd_stop, "apply": cmd_apply,
+            "restart": cmd_restart,
+            "status": cmd_status, "submit": cmd_submit, "context": cmd_context, "logs": cmd_logs,
             "check-config": cmd_check_config}
 
 

@@ -9,37 +9,44 @@ Every call is bounded by a timeout and ends in a result or a typed exception
 its ErrorInfo (``result.unwrap()`` raises it). Calls are safe from many
 threads: each thread talks through its own private Thespian endpoint, since
 threads sharing one receive each other's replies.
+
+A handle follows its runtime (host/connection.py): when the launcher restarts
+it, calls in flight end at once with a retryable SERVICE_UNAVAILABLE, and the
+handle re-joins the new start by itself; idempotent calls are retried
+(host/retry.py); subscriptions resume.
 """
 from __future__ import annotations
 
+import operator
 import os
 import queue
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from thespian.actors import ActorSystem, PoisonMessage
+from thespian.actors import ActorSystem, ActorSystemException, PoisonMessage
 
 from messages.context import (
-    ContextAck, ContextChange, ContextFilter, ContextItem, ContextItemReply, ContextItems,
-    ContextStats, ContextSubscribed, DeleteContext, GetContextForModel, GetContextStats,
-    ModelContext, QueryContext, RetrieveContext, StoreContext, SubscribeContext,
+    ContextAck, ContextChange, ContextFilter, ContextGap, ContextItem, ContextItemReply,
+    ContextItems, ContextStats, ContextSubscribed, DeleteContext, GetContextForModel,
+    GetContextStats, ModelContext, QueryContext, RetrieveContext, StoreContext, SubscribeContext,
     UnsubscribeContext, UpdateContext,
 )
 from messages.errors import (
     ConfigError, ErrorInfo, ExecutionError, GrymError, InvalidInput, ServiceUnavailable,
-    TaskTimeout,
+    TaskTimeout, retryable,
 )
 from messages.service import ServiceStatus
 from messages.system import (
-    ErrorReply, ExecuteTask, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
-    HealthEvent, HealthReport, ListServices, MetricsReport, ServiceInfo, ShutdownSystem, Subscribed, SubscribeHealth,
-    SUPERVISOR_CLASS, SUPERVISOR_GLOBAL_NAME, SystemInfo, UnsubscribeHealth,
+    ApplyConfig, ApplyReport, ErrorReply, ExecuteTask, GetHealth, GetService, GetServiceMetrics, GetSystemInfo,
+    HealthEvent, HealthEventKind, HealthReport, ListServices, MetricsReport, RestartService,
+    ServiceInfo, ShutdownSystem, SUPERVISOR_CLASS, SUPERVISOR_GLOBAL_NAME, SystemInfo,
 )
 from messages.task import Task, TaskResult
 
@@ -51,10 +58,20 @@ from .launcher import (
 from runtime.logs import host_logger
 from runtime import frames
 from runtime.network import restrict_bind
+from .connection import SLICE_S, Connection, State, Watcher, role_of
+from .routing import DirectPath
+from .retry import ClientMetrics, RetryBudget, RetryPolicy, outcome
 
 log = host_logger()
 DEFAULT_CALL_TIMEOUT_S = 10.0
 REPLY_MARGIN_S = 2.0  # past a task's own deadline, the router answers; this covers the hops
+DIRECT_READY_S = 2.0  # a new handle waits this long at most for its replica of the route table
+SUBSCRIBE_RETRY_S = 2.0  # a subscription resumed after a restart: each attempt's wait
+# Which of the runtime's actors a call goes to, looked up once the handle is connected
+# (so that a call made while it re-joins goes to the new start's).
+SUPERVISOR = operator.attrgetter("supervisor")
+ROUTER = operator.attrgetter("router")
+CONTEXT = operator.attrgetter("context")
 
 
 class ServiceSystem:
@@ -64,10 +81,9 @@ class ServiceSystem:
 
     def __init__(self, asys: ActorSystem, info: SystemInfo, config: SystemConfig,
                  launcher: subprocess.Popen | None, workdir: tempfile.TemporaryDirectory | None,
-                 owned: bool = True):
+                 owned: bool = True, *, retry: RetryPolicy | None = None):
         self._asys = asys
         self._owned = owned
-        self._info = info
         self._admin_port = config.system.admin_port
         self._launcher = launcher
         self._workdir = workdir
@@ -75,18 +91,31 @@ class ServiceSystem:
         self._endpoints: weakref.WeakSet[_Endpoint] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        self.retry_policy = retry or RetryPolicy()
+        self._budget = RetryBudget(self.retry_policy)
+        self._metrics = ClientMetrics()
+        self._conn = Connection(asys, info, config.system.bind_address, config.system.admin_port,
+                                launcher, self._metrics)
         self.router = RouterHandle(self)
         self.context = ContextHandle(self)
         self.health = HealthMonitor(self)
+        self._watcher = Watcher(self)
+        self._direct = DirectPath(self, REPLY_MARGIN_S)  # tasks straight to their services
+        self._direct.wait_ready(DIRECT_READY_S)
+
+    @property
+    def _info(self) -> SystemInfo:
+        return self._conn.info
 
     # -- starting and joining -----------------------------------------------------
     @classmethod
     def start(cls, config: Mapping[str, Any] | None = None, *, timeout: float | None = None,
-              log_format: str = "json") -> "ServiceSystem":
+              log_format: str = "json", retry: RetryPolicy | None = None) -> "ServiceSystem":
         """Start a new runtime (in clean child processes) and return a handle on it.
 
         Without ``system.admin_port`` it runs on a free port (``admin_port`` says
-        which), so that runtimes embedded in several processes do not collide."""
+        which), so that runtimes embedded in several processes do not collide.
+        ``retry``: how idempotent calls are retried (default ``RetryPolicy()``)."""
         raw = dict(config if config is not None else default_config())
         if isinstance(raw.get("system", {}), Mapping):  # anything else: from_dict says why
             raw["system"] = {"admin_port": 0, **raw.get("system", {})}  # 0: the launcher picks
@@ -96,13 +125,11 @@ class ServiceSystem:
             raise ConfigError(f"system.admin_port: port {sys_cfg.admin_port} is already in use",
                               {"key": "system.admin_port"})
         workdir = tempfile.TemporaryDirectory(prefix="grym-launch-")
-        # The key that signs every frame (runtime.frames): this host's, written to the
-        # configured file or to the private launch folder, where the launcher reads it.
-        secret = frames.write_secret_file(sys_cfg.secret_file
-                                          or Path(workdir.name, "secret.key"))
-        frames.use_secret_file(secret)
+        # The key that signs every frame (runtime.frames): this host's (new at its first
+        # start), handed to the launcher in a private file; the runtime keeps it in its
+        # secret_file, where connect() finds it.
+        frames.use_secret_file(frames.write_secret_file(Path(workdir.name, "secret.key")))
         frames.limit_message_bytes(sys_cfg.max_message_bytes)
-        raw["system"] = {**raw["system"], "secret_file": str(secret)}
         launcher, status = start_launcher(
             raw, Path(workdir.name), cwd=Path.cwd(), parent_pid=os.getpid(),
             log_format=log_format, timeout_s=timeout or sys_cfg.start_timeout_s + 10)
@@ -111,7 +138,10 @@ class ServiceSystem:
             error = status.get("error", {})
             raise ErrorInfo(error.get("code", "INIT_ERROR"), error.get("message", "")).to_exception()
         try:
-            system = cls._join(with_admin_port(parsed, status["admin_port"]), launcher, workdir)
+            secret = frames.use_secret_file(
+                with_admin_port(parsed, status["admin_port"]).secret_file())
+            system = cls._join(with_admin_port(parsed, status["admin_port"]), launcher, workdir,
+                               retry=retry)
             system._marker = str(Path(workdir.name, "config.json"))
             system.secret_file = secret
             return system
@@ -123,7 +153,8 @@ class ServiceSystem:
     @classmethod
     def connect(cls, admin_port: int, *, address: str = "127.0.0.1",
                 timeout: float = DEFAULT_CALL_TIMEOUT_S, secret_file: str | Path | None = None,
-                max_message_bytes: int | None = None) -> "ServiceSystem":
+                max_message_bytes: int | None = None,
+                retry: RetryPolicy | None = None) -> "ServiceSystem":
         """Join a runtime that is already running (a daemon, or another host's).
 
         ``secret_file``: the runtime's key (default: where a daemon on this port
@@ -141,28 +172,31 @@ class ServiceSystem:
         config = SystemConfig.from_dict({"system": system})
         secret = frames.use_secret_file(config.secret_file())
         frames.limit_message_bytes(config.system.max_message_bytes)
-        joined = cls._join(config, None, None, timeout=timeout, owned=False)
+        joined = cls._join(config, None, None, timeout=timeout, owned=False, retry=retry)
         joined.secret_file = secret
         return joined
 
     @classmethod
     def _join(cls, config: SystemConfig, launcher, workdir, timeout: float = DEFAULT_CALL_TIMEOUT_S,
-              owned: bool = True) -> "ServiceSystem":
+              owned: bool = True, retry: RetryPolicy | None = None) -> "ServiceSystem":
         restrict_bind(config.system.bind_address)
         asys = ActorSystem(SYSTEM_BASE, capabilities(config), transientUnique=True)
         supervisor = asys.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)
         info = asys.ask(supervisor, GetSystemInfo(), timeout)
         if not isinstance(info, SystemInfo):
             raise ServiceUnavailable(f"the supervisor did not answer within {timeout:g} s")
-        return cls(asys, info, config, launcher, workdir, owned)
+        return cls(asys, info, config, launcher, workdir, owned, retry=retry)
 
     # -- calls --------------------------------------------------------------------
-    def _endpoint(self) -> Any:
+    def _endpoint(self, epoch: int) -> Any:
+        """This thread's endpoint, new for each incarnation of the runtime."""
         endpoint = getattr(self._local, "endpoint", None)
-        if endpoint is None:
+        if endpoint is None or endpoint.epoch != epoch:
             if self._closed:
                 raise ServiceUnavailable("this ServiceSystem handle is closed")
-            endpoint = _Endpoint(self._asys)
+            if endpoint is not None:
+                endpoint.close()
+            endpoint = _Endpoint(self._asys, epoch)
             with self._lock:
                 self._endpoints.add(endpoint)
             self._local.endpoint = endpoint
@@ -174,19 +208,42 @@ class ServiceSystem:
 
         ``expect`` tells this call's answer from a late answer to an earlier
         call that timed out on the same endpoint; anything else is dropped.
+        While the runtime restarts, the call waits for the handle to re-join it
+        (within ``timeout``); a call waiting for an answer when the runtime, or
+        the actor it was sent to, goes away ends at once with a retryable
+        SERVICE_UNAVAILABLE (it looks every ``SLICE_S``).
         """
-        if address is None:
-            raise ServiceUnavailable(f"no actor to send {type(msg).__name__} to (it is restarting)")
-        endpoint = self._endpoint()
+        what = type(msg).__name__
         deadline = time.monotonic() + timeout
+        epoch, info = self._conn.wait_connected(deadline, what)
+        if callable(address):  # which of the runtime's actors, as the current start has them
+            address = address(info)
+        if address is None:
+            raise retryable(f"no actor to send {what} to (it is restarting)")
+        endpoint = self._endpoint(epoch)
+        sent_to = role_of(info, address)
         try:
-            reply = endpoint.ask(address, msg, timeout)
-            while reply is not None and expect is not None and not _is_error(reply) \
-                    and not expect(reply):
-                log.debug("stale_reply_dropped", reply=type(reply).__name__)
-                reply = endpoint.listen(max(0.0, deadline - time.monotonic()))
+            reply = endpoint.ask(address, msg, min(SLICE_S, timeout))
+            while True:
+                if reply is not None:
+                    if expect is None or _is_error(reply) or expect(reply):
+                        break
+                    log.debug("stale_reply_dropped", reply=type(reply).__name__)
+                    reply = None
+                gone = self._conn.gone_since(epoch, address, sent_to)
+                if gone is not None:
+                    with self._metrics.lock:
+                        self._metrics.ended_early += 1
+                    raise retryable(f"{what} was not answered: {gone}",
+                                    {"sent_to": sent_to or str(address)})
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                reply = endpoint.listen(min(SLICE_S, remaining))
         except GrymError:
             raise
+        except ActorSystemException as exc:  # its transport, with a runtime going away
+            raise retryable(f"could not send {what}: {type(exc).__name__}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - e.g. data that cannot be pickled
             raise InvalidInput(f"could not send {type(msg).__name__}: {type(exc).__name__}: {exc}") \
                 from None
@@ -200,21 +257,27 @@ class ServiceSystem:
         return reply
 
     def run_task(self, msg: Task | ExecuteTask, timeout: float | None) -> TaskResult:
-        """Send a task to the router; wait for the deadline the router gives it (the
-        system's deadline rule, from SystemInfo) plus the hops, unless ``timeout`` says."""
+        """Send a task straight to its service (host/routing.py), or else to the router;
+        wait for the deadline the router gives it (the system's deadline rule) plus
+        the hops, unless ``timeout`` says."""
         task, service = (msg, None) if isinstance(msg, Task) else (msg.task, msg.service)
+        direct = self._direct.run(task, service, timeout)
+        if direct is not None:
+            self._metrics.count("task", outcome(direct.error))
+            return direct
         wait = timeout or self._info.timeout_for(task, service) + REPLY_MARGIN_S
         try:
-            reply = self.ask(self._info.router, msg, wait,
+            reply = self.ask(ROUTER, msg, wait,
                              expect=lambda r: isinstance(r, TaskResult) and r.task_id == task.id)
         except TaskTimeout as exc:
             self._refresh_quietly()  # the router may have been restarted elsewhere
-            return TaskResult.failure(task.id, exc.info())
+            reply = TaskResult.failure(task.id, exc.info())
         except GrymError as exc:
-            return TaskResult.failure(task.id, exc.info())
+            reply = TaskResult.failure(task.id, exc.info())
         if not isinstance(reply, TaskResult):
-            return TaskResult.failure(task.id, ExecutionError(
+            reply = TaskResult.failure(task.id, ExecutionError(
                 f"unexpected answer {type(reply).__name__}").info())
+        self._metrics.count("task", outcome(reply.error))
         return reply
 
     def processes(self) -> list:
@@ -248,8 +311,9 @@ class ServiceSystem:
         return self._asys.private()
 
     def refresh(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> SystemInfo:
-        """Fetch where the router and context actors are now (they move when restarted)."""
-        self._info = self.ask(self._info.supervisor, GetSystemInfo(), timeout)
+        """Fetch where the router and context actors are now (they move when restarted;
+        the handle does this itself when the supervisor says one was)."""
+        self._conn.update(self.ask(SUPERVISOR, GetSystemInfo(), timeout))
         return self._info
 
     def _refresh_quietly(self) -> None:
@@ -258,17 +322,84 @@ class ServiceSystem:
         except GrymError:
             pass
 
+    def call(self, op: str, kind: str | None, timeout: float,
+             attempt: Callable[[float], Any]) -> Any:
+        """``attempt(seconds left)``, sent again by the retry policy while it fails with
+        a retryable error, if ``kind`` ("read", "write") is one the policy retries;
+        counted in ``client_metrics()`` by ``op`` and outcome."""
+        policy, deadline, retries = self.retry_policy, time.monotonic() + timeout, 0
+        while True:
+            try:
+                result = attempt(max(0.001, deadline - time.monotonic()))
+            except GrymError as exc:
+                if kind is None or not policy.covers(kind) or not policy.retryable(exc):
+                    self._metrics.count(op, outcome(exc))
+                    raise
+                self._budget.failed()
+                delay = policy.backoff_s(retries + 1)
+                if retries + 1 >= policy.max_attempts or time.monotonic() + delay >= deadline:
+                    self._metrics.count(op, outcome(exc))
+                    raise
+                if not self._budget.allows_retry():
+                    with self._metrics.lock:
+                        self._metrics.retries_throttled += 1
+                    self._metrics.count(op, outcome(exc))
+                    raise
+                retries += 1
+                self._metrics.retried(op)
+                time.sleep(delay)
+                continue
+            self._budget.succeeded()
+            self._metrics.count(op, "ok")
+            return result
+
+    def _supervisor_call(self, op: str, msg: Any, timeout: float, kind: str | None = "read") -> Any:
+        return self.call(op, kind, timeout, lambda left: self.ask(SUPERVISOR, msg, left))
+
     def get_service(self, name: str, timeout: float = 60.0) -> "ServiceHandle":
         """The service by name, initialized (a lazy service loads now)."""
-        info = self.ask(self._info.supervisor, GetService(name), timeout)
-        return ServiceHandle(self, info)
+        return ServiceHandle(self, self._supervisor_call("get_service", GetService(name), timeout))
 
     def services(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> list[ServiceInfo]:
-        return list(self.ask(self._info.supervisor, ListServices(), timeout).services)
+        return list(self._supervisor_call("services", ListServices(), timeout).services)
 
     def metrics(self, name: str | None = None, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> list:
-        report: MetricsReport = self.ask(self._info.supervisor, GetServiceMetrics(name), timeout)
+        report: MetricsReport = self._supervisor_call("metrics", GetServiceMetrics(name), timeout)
         return list(report.services)
+
+    def restart_service(self, name: str, timeout: float = 60.0) -> ServiceInfo:
+        """OTP's restart_child: bring a FAILED (or STOPPED) service back, with a fresh
+        restart window; returns its info once it is online. CONFLICT while it runs."""
+        return self._supervisor_call("restart_service", RestartService(name), timeout, kind=None)
+
+    def apply(self, config: Mapping[str, Any], dry_run: bool = False, drain_s: float = 10.0,
+              timeout: float | None = None) -> ApplyReport:
+        """Change the running system to ``config`` without stopping it (``run.py apply``):
+        new services start, removed ones drain and stop, changed ones are replaced by
+        a rolling update, routes move at once, ``[health]`` and some ``[system]`` keys
+        apply in place. Keys of ``[system]`` left out keep their running values.
+        Returns the plan (``report.steps``; ``dry_run``: the plan only) once done.
+        Raises ConfigError naming the key when the config is invalid or asks for a
+        change the running system cannot make (nothing changes), Conflict while
+        another apply runs, InitError when a new service did not come up (the old
+        ones kept serving; ``info.last_apply`` and a rollout_failed event say why)."""
+        if not isinstance(config, Mapping):
+            raise ConfigError("config: must be a table (a dict)", {"key": "config"})
+        new = SystemConfig.from_dict(config)  # fail here, with the key, before asking
+        wait = timeout or new.system.start_timeout_s + drain_s + 30.0
+        report = self._supervisor_call("apply", ApplyConfig(dict(config), dry_run, drain_s),
+                                       wait, kind=None)
+        if report.applied:
+            self._refresh_quietly()
+        return report
+
+    def client_metrics(self) -> dict[str, Any]:
+        """What this handle counted: calls by operation and outcome (``"store:ok"``),
+        retries, retries the budget refused, re-joins of a restarted runtime and the
+        last outage, calls ended early; and the connection's state now."""
+        return self._metrics.snapshot({"state": self._conn.state.value,
+                                       "incarnation": self._info.incarnation,
+                                       "retry_policy": self.retry_policy})
 
     # -- ending ----------------------------------------------------------------------
     def shutdown(self, drain_s: float = 10.0) -> None:
@@ -278,14 +409,19 @@ class ServiceSystem:
         stop`` does); use ``close`` to leave one running."""
         if self._closed:
             return
-        self.health.stop()
         try:
-            try:
-                self.ask(self._info.supervisor, ShutdownSystem(drain_s=drain_s), drain_s + 10)
-            except GrymError as exc:
-                log.warning("graceful_shutdown_failed", error=str(exc))
-            self._asys.shutdown()
+            # A runtime this handle started, caught restarting, is stopped by its
+            # launcher below; one joined waits (within the drain) for the re-join.
+            if not (self._owned and self._conn.state is not State.CONNECTED):
+                try:
+                    self.ask(SUPERVISOR, ShutdownSystem(drain_s=drain_s), drain_s + 10)
+                except GrymError as exc:
+                    log.warning("graceful_shutdown_failed", error=str(exc))
+            self._stop_following()
+            if self._conn.state is State.CONNECTED:
+                self._asys.shutdown()
         finally:
+            self._stop_following()
             self._close_endpoints()
             if self._launcher is not None:
                 stop_launcher(self._launcher)
@@ -297,11 +433,17 @@ class ServiceSystem:
         if self._owned:
             self.shutdown()
         else:
-            self.health.stop()
+            self._stop_following()
             self._close_endpoints()
+
+    def _stop_following(self) -> None:
+        self._watcher.stop()
+        self._direct.stop()
+        self.health.stop()
 
     def _close_endpoints(self) -> None:
         self._closed = True
+        self._conn.close("this ServiceSystem handle is closed")
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints), weakref.WeakSet()
         for endpoint in endpoints:
@@ -322,9 +464,10 @@ class _Endpoint:
     threads does not leave a connection open per thread in every actor.
     """
 
-    def __init__(self, asys: ActorSystem):
+    def __init__(self, asys: ActorSystem, epoch: int):
         self._manager = asys.private()
         self.handle = self._manager.__enter__()
+        self.epoch = epoch  # the connection's: a new start of the runtime gets a new endpoint
         self._open = True
 
     def close(self) -> None:
@@ -354,14 +497,14 @@ class ServiceHandle:
         return self.info(timeout).status
 
     def info(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ServiceInfo:
-        return self._system.ask(self._system.info.supervisor, GetService(self.name, initialize=False),
-                                timeout)
+        return self._system._supervisor_call("service_info", GetService(self.name, initialize=False),
+                                             timeout)
 
     def is_initialized(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> bool:
         return self.get_status(timeout) in (ServiceStatus.ONLINE, ServiceStatus.DEGRADED)
 
     def initialize(self, timeout: float = 60.0) -> ServiceInfo:
-        return self._system.ask(self._system.info.supervisor, GetService(self.name), timeout)
+        return self._system._supervisor_call("get_service", GetService(self.name), timeout)
 
     def get_metrics(self, timeout: float = DEFAULT_CALL_TIMEOUT_S):
         return self._system.metrics(self.name, timeout)[0]
@@ -376,50 +519,59 @@ class RouterHandle:
 
 
 class ContextHandle:
-    """The context repository, through the ContextActor that owns it."""
+    """The context repository, through the ContextActor that owns it.
+
+    Reads are retried by the handle's retry policy when the context actor (or the
+    runtime) was restarted under them; so are writes, each of which carries an
+    idempotency key (``idempotency_key``, or a new one per call), so that a write
+    sent again after its acknowledgement was lost applies once.
+    """
 
     def __init__(self, system: ServiceSystem):
         self._system = system
 
-    def _ask(self, msg: Any, timeout: float) -> Any:
-        address = self._system.info.context
-        try:
-            return self._system.ask(address, msg, timeout)
-        except TaskTimeout:
-            # A restarted context actor has a new address. A request sent to the
-            # dead one was never handled, so it is safe to send it once more.
-            if self._system.refresh(timeout).context == address:
-                raise
-            return self._system.ask(self._system.info.context, msg, timeout)
+    def _ask(self, op: str, kind: str, msg: Any, timeout: float) -> Any:
+        system = self._system
+        return system.call(op, kind, timeout, lambda left: system.ask(CONTEXT, msg, left))
+
+    def _key(self, given: str | None) -> str | None:
+        return given or (uuid.uuid4().hex if self._system.retry_policy.covers("write") else None)
 
     def get_context_for_model(self, model_type: str, task_id: str | None = None,
                               priority: int | str | None = None,
                               filter: ContextFilter | None = None,
                               timeout: float = DEFAULT_CALL_TIMEOUT_S) -> dict[str, Any]:
-        reply: ModelContext = self._ask(GetContextForModel(model_type, task_id, priority, filter),
-                                        timeout)
+        reply: ModelContext = self._ask(
+            "get_context_for_model", "read",
+            GetContextForModel(model_type, task_id, priority, filter), timeout)
         return dict(reply.data)
 
-    def store(self, item: ContextItem, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextAck:
-        return self._ask(StoreContext(item), timeout)
+    def store(self, item: ContextItem, timeout: float = DEFAULT_CALL_TIMEOUT_S,
+              idempotency_key: str | None = None) -> ContextAck:
+        return self._ask("store", "write", StoreContext(item, self._key(idempotency_key)),
+                         timeout)
 
     def retrieve(self, item_id: str, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextItem:
-        reply: ContextItemReply = self._ask(RetrieveContext(item_id), timeout)
+        reply: ContextItemReply = self._ask("retrieve", "read", RetrieveContext(item_id), timeout)
         return reply.item
 
     def query(self, filter: ContextFilter | None = None,
               timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextItems:
-        return self._ask(QueryContext(filter or ContextFilter()), timeout)
+        return self._ask("query", "read", QueryContext(filter or ContextFilter()), timeout)
 
     def update(self, item_id: str, changes: Mapping[str, Any], expected_version: int | None = None,
-               timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextAck:
-        return self._ask(UpdateContext(item_id, changes, expected_version), timeout)
+               timeout: float = DEFAULT_CALL_TIMEOUT_S,
+               idempotency_key: str | None = None) -> ContextAck:
+        return self._ask("update", "write", UpdateContext(
+            item_id, changes, expected_version, self._key(idempotency_key)), timeout)
 
-    def delete(self, item_id: str, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextAck:
-        return self._ask(DeleteContext(item_id), timeout)
+    def delete(self, item_id: str, timeout: float = DEFAULT_CALL_TIMEOUT_S,
+               idempotency_key: str | None = None) -> ContextAck:
+        return self._ask("delete", "write", DeleteContext(item_id, self._key(idempotency_key)),
+                         timeout)
 
     def stats(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextStats:
-        return self._ask(GetContextStats(), timeout)
+        return self._ask("context_stats", "read", GetContextStats(), timeout)
 
     def subscribe(self, filter: ContextFilter | None = None, since_seq: int | None = None,
                   timeout: float = DEFAULT_CALL_TIMEOUT_S) -> "ContextSubscription":
@@ -433,19 +585,27 @@ class ContextSubscription:
     The thread keeps its endpoint listening: changes sent to an endpoint that
     nobody reads pile up in Thespian's transmit queue and would stall the
     context actor for everyone. ``next(timeout)`` returns the next change (or
-    None); ``seq`` is the last one seen, so after a context actor restart a new
-    subscription with ``since_seq=seq`` picks up what was missed (``gap`` says
-    when the change log no longer reaches back that far).
+    None); ``seq`` is the last one seen (so a new subscription with
+    ``since_seq=seq``, from another process too, picks up what was missed;
+    ``gap`` says when the change log no longer reached back that far).
+
+    When the context actor or the whole runtime is restarted, the thread
+    subscribes again from the last change it received: the changes logged since
+    follow, and where the log no longer reaches back (a restarted actor's log
+    starts empty) ``next`` returns a ``ContextGap`` first: read the state again.
+    ``resumes`` counts these re-subscriptions.
     """
 
     def __init__(self, system: ServiceSystem, filter: ContextFilter, since_seq: int | None,
                  timeout: float):
-        self._system, self._context = system, system.info.context
+        self._system, self._filter = system, filter
         self._changes: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._reply: Any = None
-        self._thread = threading.Thread(target=self._listen, args=(filter, since_seq, timeout),
+        self._last = since_seq  # the last change queued: where a resumed subscription starts
+        self.resumes = 0
+        self._thread = threading.Thread(target=self._listen, args=(timeout,),
                                         name="grym-context-subscription", daemon=True)
         self._thread.start()
         self._ready.wait(timeout + 1)
@@ -457,25 +617,72 @@ class ContextSubscription:
             raise TaskTimeout(f"the context actor did not confirm the subscription in {timeout:g} s")
         self.id, self.gap = reply.subscription_id, reply.gap
         self.seq = reply.seq if since_seq is None else since_seq
+
+    def _listen(self, timeout: float) -> None:
+        conn, first = self._system._conn, True
+        while not self._stop.is_set():
+            try:
+                epoch, info = conn.wait_connected(time.monotonic() + (timeout if first else 0.5))
+            except GrymError as exc:
+                if first or conn.state is State.CLOSED:
+                    self._fail(ErrorReply(exc.info()))
+                    return
+                continue
+            context = info.context
+            if context is None:  # between two generations of the context actor
+                self._stop.wait(0.05)
+                continue
+            with self._system.open_endpoint() as endpoint:
+                reply = self._subscribe(endpoint, context, timeout if first else SUBSCRIBE_RETRY_S)
+                if first:
+                    self._reply, first = reply, False
+                    if not isinstance(reply, ContextSubscribed):
+                        self._ready.set()
+                        return
+                if not isinstance(reply, ContextSubscribed):
+                    continue  # the new context actor is not up yet: again
+                self._accept(reply, resumed=self._ready.is_set())
+                self._ready.set()
+                self._pump(endpoint, reply.subscription_id, epoch, context)
+
+    def _subscribe(self, endpoint: Any, context: Any, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        reply = endpoint.ask(context, SubscribeContext(self._filter, self._last), timeout)
+        while isinstance(reply, ContextChange):  # a late change of a subscription left behind
+            reply = endpoint.listen(max(0.0, deadline - time.monotonic()))
+        return reply
+
+    def _accept(self, reply: ContextSubscribed, resumed: bool) -> None:
+        if resumed:
+            self.resumes += 1
+            if reply.gap:
+                self._changes.put(ContextGap(
+                    after_seq=self._last, seq=reply.seq, subscription_id=reply.subscription_id,
+                    reason="the subscription was resumed after a restart, and the change log "
+                           "no longer reaches back to the last change received"))
         for change in reply.missed:
             self._changes.put(change)
+        self._last = reply.seq  # every matching change up to it is queued (or lost, and said)
 
-    def _listen(self, filter: ContextFilter, since_seq: int | None, timeout: float) -> None:
-        with self._system.open_endpoint() as endpoint:
-            self._reply = endpoint.ask(self._context, SubscribeContext(filter, since_seq), timeout)
-            self._ready.set()
-            if not isinstance(self._reply, ContextSubscribed):
-                return
-            while not self._stop.is_set():
-                msg = endpoint.listen(0.1)
-                if isinstance(msg, ContextChange) and msg.subscription_id == self._reply.subscription_id:
-                    self._changes.put(msg)
+    def _pump(self, endpoint: Any, subscription_id: str, epoch: int, context: Any) -> None:
+        conn = self._system._conn
+        while not self._stop.is_set() and conn.epoch == epoch and conn.info.context == context:
+            msg = endpoint.listen(0.1)
+            if isinstance(msg, ContextChange) and msg.subscription_id == subscription_id \
+                    and msg.seq > self._last:
+                self._changes.put(msg)
+                self._last = msg.seq
+        if self._stop.is_set() and conn.state is State.CONNECTED:
             try:
-                endpoint.tell(self._context, UnsubscribeContext(self._reply.subscription_id))
+                endpoint.tell(context, UnsubscribeContext(subscription_id))
             except Exception:  # noqa: BLE001 - the context actor may be gone
                 pass
 
-    def next(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextChange | None:
+    def _fail(self, reply: Any) -> None:
+        self._reply = reply
+        self._ready.set()
+
+    def next(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> ContextChange | ContextGap | None:
         try:
             change = self._changes.get(timeout=timeout)
         except queue.Empty:
@@ -497,60 +704,59 @@ class ContextSubscription:
 class HealthMonitor:
     """Health statuses on demand, and callbacks for health events as they happen.
 
-    ``on("service_unhealthy", callback)`` starts one listener thread with its
-    own endpoint; callbacks run on that thread, one event at a time.
+    The events come from the handle's watcher (host/connection.py), which keeps one
+    health subscription across restarts of the runtime; after a new start it says
+    so with a ``runtime_restarted`` event (events of the old start after the last
+    one delivered may be missing). ``on("service_unhealthy", callback)``: callbacks
+    run on a thread of their own, one event at a time.
     """
 
     def __init__(self, system: ServiceSystem):
         self._system = system
         self._callbacks: dict[str, list[Callable[[HealthEvent], Any]]] = {}
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._ready = threading.Event()
         self.last_seq = 0
 
     def statuses(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> dict[str, ServiceStatus]:
-        report: HealthReport = self._system.ask(self._system.info.supervisor, GetHealth(), timeout)
+        report: HealthReport = self._system._supervisor_call("health", GetHealth(), timeout)
         return dict(report.statuses)
 
     def events(self, timeout: float = DEFAULT_CALL_TIMEOUT_S) -> list[HealthEvent]:
-        report: HealthReport = self._system.ask(self._system.info.supervisor, GetHealth(), timeout)
+        report: HealthReport = self._system._supervisor_call("health", GetHealth(), timeout)
         return list(report.events)
 
     def on(self, event: str, callback: Callable[[HealthEvent], Any]) -> None:
-        from messages.system import HealthEventKind
         kind = HealthEventKind(event).value  # ValueError names the unknown event
         self._callbacks.setdefault(kind, []).append(callback)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._listen, name="grym-health", daemon=True)
+            self._thread = threading.Thread(target=self._dispatch, name="grym-health", daemon=True)
             self._thread.start()
-            if not self._ready.wait(DEFAULT_CALL_TIMEOUT_S):
-                raise TaskTimeout("the supervisor did not confirm the health subscription")
+        if not self._system._watcher.subscribed.wait(DEFAULT_CALL_TIMEOUT_S):
+            raise TaskTimeout("the supervisor did not confirm the health subscription")
 
-    def _listen(self) -> None:
-        with self._system.open_endpoint() as endpoint:
-            supervisor = self._system.info.supervisor
-            reply = endpoint.ask(supervisor, SubscribeHealth(), DEFAULT_CALL_TIMEOUT_S)
-            if isinstance(reply, Subscribed):
-                self.last_seq = reply.last_seq
-                self._ready.set()
-            while not self._stop.is_set():
-                msg = endpoint.listen(0.2)
-                if isinstance(msg, HealthEvent) and msg.seq > self.last_seq:
-                    self.last_seq = msg.seq
-                    for callback in self._callbacks.get(msg.kind.value, []):
-                        try:
-                            callback(msg)
-                        except Exception:  # noqa: BLE001 - a host callback must not stop the listener
-                            log.exception("health_callback_failed", kind=msg.kind.value)
+    def _deliver(self, event: HealthEvent) -> None:
+        """From the watcher: an event, in order."""
+        self.last_seq = event.seq
+        if self._callbacks.get(event.kind.value):
+            self._queue.put(event)
+
+    def _dispatch(self) -> None:
+        while not self._stop.is_set():
             try:
-                endpoint.tell(supervisor, UnsubscribeHealth())
-            except Exception:  # noqa: BLE001 - the system may already be gone
-                pass
+                event = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            for callback in list(self._callbacks.get(event.kind.value, [])):
+                try:
+                    callback(event)
+                except Exception:  # noqa: BLE001 - a host callback must not stop the others
+                    log.exception("health_callback_failed", kind=event.kind.value)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(2.0)
 
 

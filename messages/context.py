@@ -289,15 +289,30 @@ def _require_filter(value: Any) -> None:
 
 # ---- requests ---------------------------------------------------------------
 
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def _require_key(value: Any) -> None:
+    if value is not None:
+        require_text(value, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+
+
 @dataclass(frozen=True)
 class StoreContext(Message):
-    """Store (or replace, if its id exists) an item.  Reply: ContextAck."""
+    """Store (or replace, if its id exists) an item.  Reply: ContextAck.
+
+    Writes (store, update, delete) may carry an ``idempotency_key``: a write sent
+    again with a key already applied is not applied again, and is answered with
+    the first one's ContextAck (the key is kept with the change, in the same
+    transaction, for ``idempotency_ttl_s``)."""
 
     item: ContextItem
+    idempotency_key: str | None = None
 
     def validate(self) -> None:
         require(isinstance(self.item, ContextItem), "item", "must be a ContextItem")
         self.item.validate()
+        _require_key(self.idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -331,6 +346,7 @@ class UpdateContext(Message):
     item_id: str
     changes: Mapping[str, Any]
     expected_version: int | None = None
+    idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
         _set_normalised(self, "changes", normalise_changes(self.changes))
@@ -342,6 +358,7 @@ class UpdateContext(Message):
         require(self.expected_version is None
                 or (is_int(self.expected_version) and self.expected_version >= 0),
                 "expected_version", "must be a non-negative integer or None")
+        _require_key(self.idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -349,9 +366,11 @@ class DeleteContext(Message):
     """Reply: ContextAck."""
 
     item_id: str
+    idempotency_key: str | None = None
 
     def validate(self) -> None:
         _require_item_id(self.item_id)
+        _require_key(self.idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -455,6 +474,19 @@ class ContextChange(Message):
     kind: ChangeKind
     item: ContextItem
     subscription_id: str
+
+
+@dataclass(frozen=True)
+class ContextGap(Message):
+    """In a host's stream of changes, where some may be missing: its subscription was
+    resumed (after a restart of the context actor or of the runtime) and the change
+    log no longer reached back to ``after_seq``. Re-read the state to catch up;
+    the changes after ``seq`` follow."""
+
+    after_seq: int | None
+    seq: int
+    reason: str
+    subscription_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -123,3 +123,17 @@ _BY_CODE = {cls.code: cls for cls in (
 def error_class(code: ErrorCode) -> type[GrymError]:
     return _BY_CODE[ErrorCode(code)]
 
+
+RETRYABLE = "retryable"  # details key: the request may be sent again (see host.retry)
+
+
+def retryable(message: str, details: Mapping[str, Any] | None = None) -> ServiceUnavailable:
+    """SERVICE_UNAVAILABLE marked ``details["retryable"] = True``: the part of the runtime
+    that was to answer went away (or is not back yet); sending the request again is safe
+    when the request is idempotent."""
+    return ServiceUnavailable(message, {**(details or {}), RETRYABLE: True})
+
+
+def is_retryable(error: "GrymError | ErrorInfo") -> bool:
+    return error.details.get(RETRYABLE) is True
+

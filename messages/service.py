@@ -65,6 +65,7 @@ class ConfigureService(Message):
     max_memory: int | None = None         # bytes; the kind may refuse to load above it
     eager: bool = False
     token: str = ""  # the supervisor's: a Shutdown must carry it
+    warmup: bool = True                   # run the kind's warm-up inputs before going online
 
     def validate(self) -> None:
         require_text(self.name, "name")
@@ -87,6 +88,9 @@ class Shutdown(Message):
 
     drain_s: float = 5.0
     token: str = ""
+    # A config apply replaced or removed this generation: a task that still reaches it
+    # is refused as retryable (SERVICE_UNAVAILABLE), since its successor takes it.
+    retiring: bool = False
 
     def validate(self) -> None:
         require_seconds(self.drain_s, "drain_s", allow_none=False)

@@ -16,6 +16,37 @@ from .validation import is_int, require, require_seconds, require_text
 SUPERVISOR_GLOBAL_NAME = "grym.supervisor"
 SUPERVISOR_CLASS = "supervisor.actor.Supervisor"
 
+# -- service ids and routes ----------------------------------------------------------
+# A service runs as ``name`` or, with a version, as ``name@version``: each version is
+# its own service (processes, health, metrics labels), so two can run side by side.
+# A route sends a task type to one service id, or splits it by weight among several
+# ({service id: weight}).
+VERSION_SEPARATOR = "@"
+
+
+def service_id(name: str, version: str | None) -> str:
+    return name if version is None else f"{name}{VERSION_SEPARATOR}{version}"
+
+
+def split_service_id(sid: str) -> tuple[str, str | None]:
+    """``"asr@2"`` -> ``("asr", "2")``; ``"asr"`` -> ``("asr", None)``."""
+    name, sep, version = sid.partition(VERSION_SEPARATOR)
+    return (name, version) if sep else (name, None)
+
+
+def route_targets(route: Any) -> dict[str, int]:
+    """A route as {service id: weight}: a plain id is the whole weight."""
+    return {route: 1} if isinstance(route, str) else dict(route)
+
+
+def is_route(route: Any) -> bool:
+    """A service id, or a non-empty {service id: weight >= 0} with some weight above 0."""
+    if isinstance(route, str):
+        return bool(route)
+    return (isinstance(route, Mapping) and bool(route)
+            and all(isinstance(k, str) and k and is_int(w) and w >= 0 for k, w in route.items())
+            and sum(route.values()) > 0)
+
 
 @dataclass(frozen=True)
 class ErrorReply(Message):
@@ -35,14 +66,26 @@ class StartSystem(Message):
     """Sent once by the launcher: the validated configuration, as a plain dict."""
 
     config: Mapping[str, Any]
+    # The launcher's process: the supervisor ends the whole runtime when it is gone, so
+    # that no runtime keeps serving on the port without its watcher (kill -9 of the launcher).
+    launcher_pid: int | None = None
 
     def validate(self) -> None:
         require(isinstance(self.config, Mapping), "config", "must be a mapping")
+        require(self.launcher_pid is None or is_int(self.launcher_pid), "launcher_pid",
+                "must be an integer or None")
+
+
+@dataclass(frozen=True)
+class SystemStopping(Message):
+    """Supervisor -> launcher: a stop was asked for (ShutdownSystem, or the admin's
+    exit request), so the end of the supervisor that follows is not a crash to restart."""
 
 
 @dataclass(frozen=True)
 class GetSystemInfo(Message):
-    pass
+    """Answered with SystemInfo once the system is started (a host that joins while
+    the launcher is still starting a new runtime waits for it)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +98,8 @@ class ServiceInfo(Message):
     pid: int | None = None
     last_error: str | None = None
     task_timeout_s: float | None = None  # the service's own default deadline for a task
+    version: str | None = None           # from its table; its id (``name``) is name@version
+    address: Any = None   # the service actor's, while it is up: hosts send tasks straight to it
 
 
 @dataclass(frozen=True)
@@ -67,21 +112,29 @@ class SystemInfo(Message):
     context: Any
     services: tuple[ServiceInfo, ...]
     default_task_timeout_s: float
-    routes: Mapping[str, str] = field(default_factory=dict)
+    routes: Mapping[str, Any] = field(default_factory=dict)  # task type -> route
     shutting_down: bool = False
     core: tuple[ServiceInfo, ...] = ()  # the router and the context actor
     log_dir: str | None = None
     pid: int | None = None               # the supervisor's process
     admin_port: int | None = None        # where the admin listens (picked at start if not set)
+    # Which start of the runtime this is: a new one after the launcher restarted it
+    # (host handles re-join when it changes). ``admin_pid``: the admin's process.
+    incarnation: str = ""
+    admin_pid: int | None = None
+    last_apply: str | None = None        # what the last config apply did, or why it failed
 
     def validate(self) -> None:
         require_seconds(self.default_task_timeout_s, "default_task_timeout_s", allow_none=False)
 
     def timeout_for(self, task: Task, service: str | None = None) -> float:
-        """The deadline the router gives ``task``: sent to ``service``, or routed by its type."""
-        name = service if service is not None else self.routes.get(task.type)
-        own = next((s.task_timeout_s for s in self.services if s.name == name), None)
-        return effective_timeout_s(task, own, self.default_task_timeout_s)
+        """The deadline the router gives ``task``: sent to ``service``, or routed by its
+        type (a split route: the longest of its services')."""
+        names = [service] if service is not None else list(route_targets(
+            self.routes.get(task.type, "")))
+        own = {s.name: s.task_timeout_s for s in self.services}
+        return max(effective_timeout_s(task, own.get(n), self.default_task_timeout_s)
+                   for n in names or [""])
 
 
 @dataclass(frozen=True)
@@ -90,6 +143,18 @@ class GetService(Message):
 
     name: str
     initialize: bool = True
+
+    def validate(self) -> None:
+        require_text(self.name, "name")
+
+
+@dataclass(frozen=True)
+class RestartService(Message):
+    """OTP's restart_child: start a FAILED (or STOPPED) service again, with a fresh
+    restart window. Answered with its ServiceInfo once it is online, or an ErrorReply
+    (CONFLICT while it is still running; INIT_ERROR if it fails to start again)."""
+
+    name: str
 
     def validate(self) -> None:
         require_text(self.name, "name")
@@ -142,6 +207,10 @@ class HealthEventKind(str, enum.Enum):
     SERVICE_RESTARTED = "service_restarted"
     SERVICE_STOPPED = "service_stopped"      # ended normally, not restarted (transient, temporary)
     SERVICE_FAILED = "service_failed"
+    ROLLOUT_FAILED = "rollout_failed"        # an apply's new service did not come up: nothing changed
+    # Sent by a host handle, not the supervisor: it re-joined a new start of the runtime,
+    # whose event log starts afresh; events of the old one after the last seen may be missing.
+    RUNTIME_RESTARTED = "runtime_restarted"
 
 
 class HealthCause(str, enum.Enum):
@@ -224,17 +293,48 @@ class GetRoutes(Message):
 
 
 @dataclass(frozen=True)
+class SubscribeRoutes(Message):
+    """Host -> supervisor: keep me a replica of the router's table (the host routes its
+    own tasks straight to the services, as Ray Serve's handles do). The answer is a
+    RouterSetup as of now; after it, every message the router gets about services,
+    routes and the context actor comes to the subscriber too."""
+
+
+@dataclass(frozen=True)
+class UnsubscribeRoutes(Message):
+    pass
+
+
+@dataclass(frozen=True)
+class DirectTaskMetrics(Message):
+    """Host -> router: the figures of the tasks a host sent straight to services since
+    its last report, added to the router's own (one place serves every task's metrics)."""
+
+    report: "RouterMetricsReport"
+
+    def validate(self) -> None:
+        require(isinstance(self.report, RouterMetricsReport), "report",
+                "must be a RouterMetricsReport")
+
+
+@dataclass(frozen=True)
 class Routes(Message):
     """The router's route table and the services it knows, as it sees them now."""
 
-    routes: Mapping[str, str]
+    routes: Mapping[str, Any]   # task type -> route
     services: tuple[str, ...] = ()
 
 
 # -- supervisor -> router --------------------------------------------------------------
+def _require_routes(routes: Any) -> None:
+    require(isinstance(routes, Mapping) and all(
+        isinstance(k, str) and is_route(v) for k, v in routes.items()),
+        "routes", "must map task types to a service id or to {service id: weight}")
+
+
 @dataclass(frozen=True)
 class RouterSetup(Message):
-    routes: Mapping[str, str]
+    routes: Mapping[str, Any]  # task type -> route
     context: Any
     fetch_context: frozenset[str]  # services whose tasks get context fetched
     default_timeout_s: float
@@ -243,9 +343,7 @@ class RouterSetup(Message):
     directory: tuple[ServiceDirectoryUpdate, ...] = ()
 
     def validate(self) -> None:
-        require(isinstance(self.routes, Mapping) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.routes.items()),
-            "routes", "must map task types to service names")
+        _require_routes(self.routes)
         require(isinstance(self.fetch_context, frozenset), "fetch_context", "must be a frozenset")
         require(isinstance(self.directory, tuple) and all(
             isinstance(d, ServiceDirectoryUpdate) for d in self.directory),
@@ -273,6 +371,9 @@ class ServiceDirectoryUpdate(Message):
     lost_reason: str | None = None
     lost_code: str | None = None
     token: str = ""
+    # A generation that a config apply has replaced or removed: the router no longer
+    # sends it work, and this update only settles the tasks it still had.
+    retiring: bool = False
 
     def validate(self) -> None:
         require_text(self.name, "name")
@@ -318,6 +419,107 @@ class Drain(Message):
 @dataclass(frozen=True)
 class DrainDone(Message):
     answered_with_timeout: int = 0
+    token: str = ""
+
+
+# -- applying a new configuration to a running system ----------------------------------
+@dataclass(frozen=True)
+class ApplyConfig(Message):
+    """Host -> supervisor: change the running system to ``config`` (a plain dict, as
+    for StartSystem). The whole config is validated and planned first; a config that
+    fails, or a change that cannot be made while running, is refused and nothing
+    changes. ``dry_run``: answer with the plan only. Answered with ApplyReport once
+    done (new services online, traffic moved, replaced ones drained and stopped), or
+    an ErrorReply: CONFIG_ERROR (refused), CONFLICT (another apply is running),
+    INIT_ERROR (a new service did not come up; the old ones kept serving)."""
+
+    config: Mapping[str, Any]
+    dry_run: bool = False
+    drain_s: float = 10.0   # how long replaced and removed services may finish their tasks
+
+    def validate(self) -> None:
+        require(isinstance(self.config, Mapping), "config", "must be a mapping")
+        require(isinstance(self.dry_run, bool), "dry_run", "must be true or false")
+        require_seconds(self.drain_s, "drain_s", allow_none=False)
+
+
+@dataclass(frozen=True)
+class PlanStep(Message):
+    """One step of an apply's plan: ``action`` start | replace | update | stop | route |
+    set | restart, on ``target`` (a service id, a task type, or a dotted key)."""
+
+    action: str
+    target: str
+    detail: str = ""
+
+    def validate(self) -> None:
+        require_text(self.action, "action")
+        require_text(self.target, "target", max_len=1024)
+        require(isinstance(self.detail, str), "detail", "must be a string")
+
+    def line(self) -> str:
+        return f"{self.action:<8} {self.target}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class ApplyReport(Message):
+    steps: tuple[PlanStep, ...]
+    applied: bool              # False for a dry run, and when there was nothing to change
+    dry_run: bool = False
+
+    def validate(self) -> None:
+        require(isinstance(self.steps, tuple) and all(isinstance(s, PlanStep) for s in self.steps),
+                "steps", "must be a tuple of PlanStep")
+
+
+@dataclass(frozen=True)
+class ApplyRoutes(Message):
+    """Supervisor -> router, when an apply moves traffic: the whole new route table,
+    the entries of the new and replacing services (each replaces whatever generation
+    the router had) and the removed services, in one message, so that no task sees
+    half of it. The router answers RoutesApplied once the tasks it had sent to the
+    replaced or removed generations are answered (or ``drain_s`` has passed): from
+    then on nothing is sent to them, and they can be shut down."""
+
+    routes: Mapping[str, Any]
+    fetch_context: frozenset[str]
+    default_timeout_s: float
+    directory: tuple[ServiceDirectoryUpdate, ...] = ()
+    removed: tuple[str, ...] = ()
+    drain_s: float = 10.0
+    ref: int = 0
+    token: str = ""
+
+    def validate(self) -> None:
+        _require_routes(self.routes)
+        require(isinstance(self.fetch_context, frozenset), "fetch_context", "must be a frozenset")
+        require(isinstance(self.directory, tuple) and all(
+            isinstance(d, ServiceDirectoryUpdate) for d in self.directory),
+            "directory", "must be a tuple of ServiceDirectoryUpdate")
+        for entry in self.directory:
+            entry.validate()
+        require(isinstance(self.removed, tuple) and all(isinstance(n, str) for n in self.removed),
+                "removed", "must be a tuple of service ids")
+        require_seconds(self.default_timeout_s, "default_timeout_s", allow_none=False)
+        require_seconds(self.drain_s, "drain_s", allow_none=False)
+        require(is_int(self.ref), "ref", "must be an integer")
+
+
+@dataclass(frozen=True)
+class ConfigApplied(Message):
+    """Supervisor -> its launcher: the running config is now ``config`` (an apply moved
+    traffic to it); should the launcher start the runtime again, it starts this one."""
+
+    config: Mapping[str, Any]
+
+    def validate(self) -> None:
+        require(isinstance(self.config, Mapping), "config", "must be a mapping")
+
+
+@dataclass(frozen=True)
+class RoutesApplied(Message):
+    ref: int = 0
+    answered_with_timeout: int = 0  # tasks of the old generations still unanswered at drain_s
     token: str = ""
 
 

@@ -10,25 +10,30 @@ counted (``grym_rejected_frames_total``) and is logged at most once a minute
 per peer; the process keeps serving.
 
 The frame keeps Thespian's own layout, ``b"<length>>" + body``; the body is a
-32-byte tag followed by the pickle. Thespian's fixed acknowledgements are
-signed once per key. Thespian's receive buffer also grows by concatenating
-bytes (quadratic: 230 MB took ~55 s here, and the actor answered nothing else
-meanwhile), and its sender re-slices the rest of a frame after each send; the
-reader here appends to a bytearray and frames go out as memoryviews, so a large
-message costs linear time and the actor keeps answering heartbeats between
-chunks.
+32-byte tag followed by the message (layout below, with arrays out of band).
+Thespian's fixed acknowledgements are signed once per key. Thespian's receive
+buffer also grows by concatenating bytes (quadratic: one 230 MB message took
+55 s and more here, and the actor's answers to everything else came late
+meanwhile), and its sender re-slices the rest of a frame after each send. Here
+the reader appends to a bytearray and hashes as chunks arrive, frames go out
+as memoryviews, and arrays are unpickled as views of the frame: a large
+message costs linear time in small steps, and the actor keeps answering
+heartbeats while it arrives.
 
-The key is 32 random bytes in a file of mode 0600: the launcher creates it at
-first start (``system.secret_file``, default ``<log_dir>/secret.key``) and a
-daemon reuses it across restarts. Another process joins with::
+The key is 32 random bytes in a file of mode 0600 (``system.secret_file``,
+default ``secret.key`` in the log directory, ``<tmp>/grym-<port>/``): a daemon's
+launcher creates it at first start and keeps it across restarts;
+``ServiceSystem.start`` hands its host's key (new at the host's first start) to
+the runtime it starts, which writes it there. ``ServiceSystem.connect`` reads
+it, and any other process joins with::
 
     from runtime import frames
     frames.use_secret_file("/tmp/grym-19500/secret.key")   # before its ActorSystem
 
 Settings travel in environment variables, so a process started with spawn or
 forkserver sets itself up when it imports this package, as a forked one
-inherits the set-up. Keyed BLAKE3 was chosen by measurement: about twice as
-fast as HMAC-SHA256 here (1 MB: 0.21 against 0.73 ms).
+inherits the set-up. Keyed BLAKE3 was chosen by measurement: 2-3 times as fast
+as HMAC-SHA256 on 1 MB here (``python -m bench transport`` prints both).
 """
 from __future__ import annotations
 
@@ -60,8 +65,9 @@ MAX_HEADER_BYTES = 24          # b"<digits>>"; a longer header is not Thespian's
 LOG_INTERVAL_S = 60.0
 REASONS = ("bad_tag", "too_large", "bad_header")
 
-# The standard logger: the host API configures nothing in the process it is embedded in.
-log = logging.getLogger("grym.frames")
+# A standard logger (the host API configures nothing in the process it is embedded
+# in), looked up when used: Thespian replaces the logging root in its processes.
+LOGGER = "grym.frames"
 
 
 class MessageTooLarge(InvalidInput):
@@ -75,7 +81,7 @@ class FrameRejected(Exception):
 # -- the key --------------------------------------------------------------------------
 class _State:
     key: bytes | None = None
-    acks: dict[bytes, str] = {}         # signed body of each fixed acknowledgement -> its packet
+    acks: dict[int, tuple[bytes, str]] = {}   # Thespian's acks: body size -> (body, packet)
     limit: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
@@ -113,13 +119,18 @@ def write_secret_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def has_key() -> bool:
+    return _State.key is not None
+
+
 def _read_secret(path: Path) -> bytes:
     where = {"key": "system.secret_file", "path": str(path)}
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         raise ConfigError(f"system.secret_file: cannot read the runtime's key {path}: "
-                          f"{exc.strerror} (a runtime creates it at its first start)", where) from None
+                          f"{exc.strerror} (a runtime creates it at its first start)",
+                          where) from None
     try:
         st = os.fstat(fd)
         key = os.read(fd, KEY_BYTES + 1)
@@ -141,7 +152,8 @@ def _check_folder(path: Path) -> None:
     """Whoever may replace files in the key's folder may swap the key (a sticky
     folder such as /tmp lets nobody replace another user's file)."""
     st = path.parent.stat()
-    if st.st_uid not in (os.geteuid(), 0) or (st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX):
+    others_write = st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX
+    if st.st_uid not in (os.geteuid(), 0) or others_write:
         raise ConfigError(f"system.secret_file: its folder {path.parent} may be written by other "
                           "users; keep the key in a folder only this user can write",
                           {"key": "system.secret_file", "path": str(path)})
@@ -150,7 +162,8 @@ def _check_folder(path: Path) -> None:
 def _set_key(key: bytes) -> None:
     _State.key = key
     acks = {packet: _encode(packet, key) for packet in (ackPacket, ackDataErrPacket)}
-    _State.acks = {bytes(frame[frame.index(b">") + 1:]): packet for packet, frame in acks.items()}
+    bodies = {packet: frame[frame.index(b">") + 1:] for packet, frame in acks.items()}
+    _State.acks = {len(body): (body, packet) for packet, body in bodies.items()}
     # Thespian sends these module-level frames as its acknowledgements.
     TCPTransport.ackMsg, TCPTransport.ackDataErrMsg = acks[ackPacket], acks[ackDataErrPacket]
 
@@ -168,35 +181,48 @@ def limit_message_bytes(limit: int) -> None:
 # refused before its data is copied, and the receiver unpickles them as views
 # of the frame it read instead of copying them once more.
 _HEAD, _LEN, ALIGN = struct.Struct("<IQ"), struct.Struct("<Q"), 64
+STREAM_HASH_BYTES = 1 << 16     # a frame past this is hashed chunk by chunk as it arrives
 
 
 def _encode(obj: Any, key: bytes) -> bytes:
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    try:
-        raws = [buffer.raw() for buffer in buffers]
-    except BufferError:  # a buffer that is not contiguous: everything in-band
-        data, raws = pickle.dumps(obj, protocol=5), []
-    parts = [_HEAD.pack(len(raws), len(data)), *(_LEN.pack(raw.nbytes) for raw in raws), data]
-    end = TAG_BYTES + sum(len(part) for part in parts)
+    if buffers:
+        try:
+            return _with_buffers(data, [buffer.raw() for buffer in buffers], key)
+        except BufferError:  # a buffer that is not contiguous: everything in-band
+            data = pickle.dumps(obj, protocol=5)
+    head = _HEAD.pack(0, len(data))
+    return _signed(key, [head, data], len(head) + len(data))
+
+
+def _with_buffers(data: bytes, raws: list[memoryview], key: bytes) -> bytes:
+    parts = [_HEAD.pack(len(raws), len(data)), *[_LEN.pack(raw.nbytes) for raw in raws], data]
+    end = TAG_BYTES + _HEAD.size + _LEN.size * len(raws) + len(data)
     for raw in raws:
-        parts += [bytes(-end % ALIGN), raw]
-        end += -end % ALIGN + raw.nbytes
-    if end - TAG_BYTES > _State.limit:
+        pad = -end % ALIGN
+        parts += (bytes(pad), raw)
+        end += pad + raw.nbytes
+    return _signed(key, parts, end - TAG_BYTES)
+
+
+def _signed(key: bytes, parts: list, size: int) -> bytes:
+    if size > _State.limit:
         raise MessageTooLarge(
-            f"the message is {end - TAG_BYTES} bytes, over the limit of {_State.limit} bytes "
-            "(system.max_message_bytes)", {"size_bytes": end - TAG_BYTES,
-                                           "limit_bytes": _State.limit})
+            f"the message is {size} bytes, over the limit of {_State.limit} bytes "
+            "(system.max_message_bytes)", {"size_bytes": size, "limit_bytes": _State.limit})
     hasher = blake3.blake3(key=key)
     for part in parts:
         hasher.update(part)
-    return b"".join([b"%d>" % end, hasher.digest(), *parts])
+    return b"".join([b"%d>" % (TAG_BYTES + size), hasher.digest(), *parts])
 
 
 def _decode(body: bytearray) -> Any:
     view = memoryview(body)
     count, size = _HEAD.unpack_from(view, TAG_BYTES)
     at = TAG_BYTES + _HEAD.size + count * _LEN.size
+    if not count:
+        return pickle.loads(view[at:at + size])
     lengths = [_LEN.unpack_from(view, at - (count - i) * _LEN.size)[0] for i in range(count)]
     data, at = view[at:at + size], at + size
     buffers = []
@@ -226,61 +252,79 @@ class FrameReader:
     Thespian retries its send.
     """
 
+    __slots__ = ("_head", "_body", "_size", "_extra", "_sock", "_done", "_rejected", "_control",
+                 "_hasher")
+
     def __init__(self, _deserialize: Any = None, sock: Any = None):
-        self._head = bytearray()
+        self._head = b""
         self._body: bytearray | None = None
-        self._size: int | None = None
+        self._size = 0
         self._extra = b""
         self._sock = sock
-        self._rejected = False
+        self._done = self._rejected = False
         self._control: str | None = None
         self._hasher: Any = None
 
     def addMore(self, buf: bytes) -> None:  # noqa: N802 - Thespian's name
-        if self._rejected:
-            return
-        if self._body is None:
-            self._head += buf
-            mark = self._head.find(b">")
-            if mark < 0:
-                if len(self._head) > MAX_HEADER_BYTES:
-                    self._reject("bad_header", "no frame header")
+        body = self._body
+        if body is None:
+            if self._rejected:
                 return
-            digits, buf = bytes(self._head[:mark]), bytes(self._head[mark + 1:])
-            if not digits.isdigit() or int(digits) < TAG_BYTES:
-                return self._reject("bad_header", f"frame header {digits[:MAX_HEADER_BYTES]!r}")
-            if int(digits) - TAG_BYTES > _State.limit:
-                return self._reject("too_large", f"announced {int(digits) - TAG_BYTES} bytes, "
-                                    f"limit {_State.limit}")
-            self._size, self._body, self._head = int(digits), bytearray(), bytearray()
-            self._hasher = blake3.blake3(key=_State.key) if _State.key else None
-        want = self._size - len(self._body)
-        if want <= 0:
+            buf = self._head + buf
+            mark = buf.find(b">", 0, MAX_HEADER_BYTES)
+            if mark < 0:
+                if len(buf) >= MAX_HEADER_BYTES:
+                    return self._reject("bad_header", "no frame header")
+                self._head = buf
+                return
+            if not self._start(buf[:mark]):
+                return
+            body, buf = self._body, buf[mark + 1:]
+        if self._done:
             self._extra += buf
             return
+        want = self._size - len(body)
         if len(buf) > want:
             buf, self._extra = buf[:want], buf[want:]
-        start = len(self._body)
-        self._body += buf
-        if self._hasher is not None and len(self._body) > TAG_BYTES:
-            # Hash as chunks arrive, so no single step of a large frame is long.
-            self._hasher.update(buf[TAG_BYTES - start:] if start < TAG_BYTES else buf)
-        if len(self._body) == self._size:
+        if self._hasher is not None:
+            # A large frame is hashed as it arrives, so that no single step is long.
+            skip = TAG_BYTES - len(body)
+            self._hasher.update(buf[skip:] if skip > 0 else buf)
+        body += buf
+        if len(body) == self._size:
+            self._done = True
             self._verify()
 
+    def _start(self, digits: bytes) -> bool:
+        """Check the header, before a byte of the body is read."""
+        if not digits.isdigit() or int(digits) < TAG_BYTES:
+            self._reject("bad_header", f"frame header {digits!r}")
+            return False
+        size = int(digits)
+        if size - TAG_BYTES > _State.limit:
+            self._reject("too_large", f"announced {size - TAG_BYTES} bytes, limit {_State.limit}")
+            return False
+        self._size, self._body = size, bytearray()
+        if size > STREAM_HASH_BYTES and _State.key is not None:
+            self._hasher = blake3.blake3(key=_State.key)
+        return True
+
     def _verify(self) -> None:
-        body = self._body
-        for signed, packet in _State.acks.items():
-            if len(body) == len(signed) and hmac.compare_digest(body, signed):
-                self._control = packet
-                return
-        if self._hasher is None:
+        body, key = self._body, _State.key
+        ack = _State.acks.get(len(body))
+        if ack is not None and hmac.compare_digest(body, ack[0]):
+            self._control = ack[1]
+            return
+        if key is None:
             return self._reject("bad_tag", "this process has no key")
-        if not hmac.compare_digest(memoryview(body)[:TAG_BYTES], self._hasher.digest()):
+        view = memoryview(body)
+        digest = (self._hasher.digest() if self._hasher is not None
+                  else blake3.blake3(view[TAG_BYTES:], key=key).digest())
+        if not hmac.compare_digest(view[:TAG_BYTES], digest):
             self._reject("bad_tag", "missing or wrong tag")
 
     def _reject(self, reason: str, detail: str) -> None:
-        self._rejected, self._body, self._head = True, None, bytearray()
+        self._rejected, self._body, self._head = True, None, b""
         _record(reason, _peer(self._sock), detail)
         if self._sock is not None:
             raise FrameRejected(f"{reason}: {detail}")
@@ -289,18 +333,16 @@ class FrameReader:
         return not self._head and self._body is None and not self._rejected
 
     def remainingAmount(self) -> int:  # noqa: N802
-        if self._body is None:
-            return 20
-        return self._size - len(self._body)
+        return 20 if self._body is None else self._size - len(self._body)
 
     def isDone(self) -> bool:  # noqa: N802
-        return self._rejected or (self._body is not None and len(self._body) == self._size)
+        return self._done or self._rejected
 
     def removeExtra(self) -> None:  # noqa: N802
         self._extra = b""
 
     def completed(self) -> tuple[Any, bytes] | None:
-        if self._rejected or not self.isDone():
+        if self._rejected or not self._done:
             return None
         if self._control is not None:
             return self._control, self._extra
@@ -359,8 +401,9 @@ def _record(reason: str, peer: str, detail: str) -> None:
         if now - _Counts.logged_at.get(peer, -LOG_INTERVAL_S) < LOG_INTERVAL_S:
             return
         _Counts.logged_at[peer], refused = now, _Counts.quiet.pop(peer)
-    log.warning("frame_rejected peer=%s reason=%s detail=%s refused_since_last_line=%d",
-                peer, reason, detail, refused)
+    logging.getLogger(LOGGER).warning(
+        "frame_rejected peer=%s reason=%s detail=%s refused_since_last_line=%d",
+        peer, reason, detail, refused)
 
 
 def _save_counts() -> None:
@@ -404,7 +447,5 @@ _install()
 if os.environ.get(ENV_MAX_BYTES):
     limit_message_bytes(int(os.environ[ENV_MAX_BYTES]))
 if os.environ.get(ENV_SECRET):
-    try:
+    if Path(os.environ[ENV_SECRET]).exists():  # else a stale variable: no key yet
         use_secret_file(os.environ[ENV_SECRET])
-    except ConfigError as exc:  # e.g. a stale variable in a host's environment: no key yet
-        log.warning("secret_file_unusable error=%s", exc.message)

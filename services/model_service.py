@@ -97,6 +97,15 @@ class ModelService:
                 outcomes.append(exc)
         return outcomes
 
+    def warmup_inputs(self, max_batch_size: int) -> Sequence[Sequence[Task]]:
+        """Batches to run once after ``initialize`` and before the service is marked
+        online (and before a rolling update moves traffic to it), so that the first
+        real task does not pay for the model's first passes (lazy allocations, kernel
+        selection per shape). Their results are thrown away; a failing one fails the
+        start. ``max_batch_size`` is the largest batch the service will be given.
+        The default: none."""
+        return ()
+
     def describe(self) -> dict[str, Any]:
         """Facts worth showing in status output (model name, device, ...)."""
         return {}

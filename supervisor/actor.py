@@ -6,7 +6,8 @@ parent, so it hears when one exits. It also sends heartbeats, because the exit
 notice does not always arrive, and because a hung process does not exit. What
 to do about an exit or a bad heartbeat is decided by plain policy classes
 (restart_policy, health_policy); this actor carries their decisions out and
-tells the router.
+tells the router. Applying a new configuration (ApplyConfig) is planned by
+``plan`` and carried out by the ``Rollouts`` mixin (rollout.py).
 """
 from __future__ import annotations
 
@@ -23,34 +24,38 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMes
 from actors.base import GrymActor
 from messages.base import Message
 from messages.errors import (
-    ErrorCode, InitError, ServiceNotFound, ServiceUnavailable, ShuttingDown,
+    Conflict, ErrorCode, InitError, ServiceNotFound, ServiceUnavailable, ShuttingDown,
 )
 from messages.service import (
     GetMetrics, Heartbeat, HeartbeatAck, Initialize, ServiceMetrics, ServiceStatus,
     ServiceStopped, Shutdown, StatusReply,
 )
 from messages.system import (
-    Drain, DrainDone, ErrorReply, GetHealth, GetRoutes, GetService, GetServiceMetrics,
+    ApplyConfig, Drain, DrainDone, ErrorReply, GetHealth, GetRoutes, GetService, GetServiceMetrics,
     GetSystemInfo, HealthCause, HealthEvent, HealthEventKind, HealthReport, ListServices,
-    MetricsReport, Routes, ServiceList, ShutdownSystem, StartSystem, Subscribed, SubscribeHealth,
-    SystemInfo, SystemStopped, UnsubscribeHealth,
+    MetricsReport, RestartService, Routes, ServiceList, ShutdownSystem, StartSystem, Subscribed,
+    SubscribeHealth, SubscribeRoutes, SystemInfo, SystemStopped, SystemStopping,
+    RoutesApplied, UnsubscribeHealth, UnsubscribeRoutes,
 )
-from services.registry import load_kind
+from runtime.processes import end_runtime
 
 from .children import (
     CONTEXT, ROUTER, Child, Lost, SpawnEnv, core_children, directory_entry, kill_process,
-    process_gone, service_child,
+    preload, process_gone, service_child,
 )
 from .config import SystemConfig
 from .health_policy import HealthTracker
+from .rollout import Rollouts
 
 S = ServiceStatus
 E = HealthEventKind
 METRICS_WAIT_S = 1.0
 EVENT_LOG_SIZE = 1000
+MAX_INFO_WAITERS = 1000
+MAX_ROUTE_SUBSCRIBERS = 1000
 
 
-class Supervisor(GrymActor, Actor):
+class Supervisor(Rollouts, GrymActor, Actor):
     handlers = {
         StartSystem: "on_start", StatusReply: "on_status", HeartbeatAck: "on_ack",
         ChildActorExited: "on_child_exited", WakeupMessage: "on_wakeup",
@@ -59,7 +64,9 @@ class Supervisor(GrymActor, Actor):
         GetHealth: "on_get_health", GetServiceMetrics: "on_get_metrics",
         ServiceMetrics: "on_metrics", ShutdownSystem: "on_shutdown", DrainDone: "on_drained",
         ActorExitRequest: "on_exit", ErrorReply: "on_error_reply", Routes: "on_routes",
-        ServiceStopped: "on_service_stopped",
+        ServiceStopped: "on_service_stopped", RestartService: "on_restart_service",
+        SubscribeRoutes: "on_subscribe_routes", UnsubscribeRoutes: "on_unsubscribe_routes",
+        ApplyConfig: "on_apply", RoutesApplied: "on_routes_applied",
     }
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -70,17 +77,25 @@ class Supervisor(GrymActor, Actor):
         self.services: dict[str, Child] = {}
         self.starter = None
         self.ready_probe_sent = False
+        self.ready = False
+        self.info_waiters: deque[Any] = deque(maxlen=MAX_INFO_WAITERS)
+        self.launcher = None                    # the launcher's endpoint (StartSystem's sender)
+        self.launcher_pid: int | None = None
+        # Which start of the runtime this is: host handles re-join when it changes.
+        self.incarnation = secrets.token_hex(8)
         self.heartbeat_seq = itertools.count(1)
         self.events: deque[HealthEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self.event_seq = itertools.count(1)
         self.event_counts: dict[str, int] = {}
         self.subscribers: list[tuple[Any, frozenset[E]]] = []  # addresses are unhashable
+        self.route_subscribers: list[Any] = []  # hosts that route their own tasks
         self.metrics_requests: dict[int, dict[str, Any]] = {}
         self.metrics_ids = itertools.count(1)
         self.shutdown_waiter = None
         self.shutting_down = False
         # Marks control messages as ours (see TaskRouter._from_supervisor).
         self.token = secrets.token_hex(16)
+        self._init_rollouts()
 
     # -- start-up -----------------------------------------------------------------
     def on_start(self, msg: StartSystem, sender: Any) -> None:
@@ -88,13 +103,9 @@ class Supervisor(GrymActor, Actor):
             self.send(sender, self._system_info())
             return
         self.config = SystemConfig.from_dict(msg.config)
-        self.starter = sender
-        # Import model libraries here, before forking service processes, so a
-        # (re)started service starts warm. Never *run* them here: see
-        # shared notes on the fork-after-torch hang.
-        for spec in self.config.services.values():
-            for module in load_kind(spec.kind).preload_modules:
-                importlib.import_module(module)
+        self.starter = self.launcher = sender
+        self.launcher_pid = msg.launcher_pid
+        preload(self.config)  # model libraries, before forking service processes
         self.core = {spec.name: Child.of(spec) for spec in core_children()}
         self.services = {name: Child.of(service_child(spec))
                          for name, spec in self.config.services.items()}
@@ -127,41 +138,71 @@ class Supervisor(GrymActor, Actor):
         if not published <= set(msg.services):
             self.wakeupAfter(0.02, payload=("ready-probe",))  # updates still on their way
             return
-        self.send(self.starter, self._system_info())
+        info = self._system_info()
+        self.send(self.starter, info)
         self.starter = None
+        self.ready = True
+        while self.info_waiters:  # hosts that joined while the runtime was starting
+            self.send(self.info_waiters.popleft(), info)
         self.log.info("system_ready", routed_services=list(msg.services))
 
     # -- children ---------------------------------------------------------------------
-    def _spawn(self, child: Child) -> None:
-        """Start a new generation of ``child`` from its spec: the same steps for every child."""
-        spec = child.spec
-        child.generation += 1
+    def _spawn(self, child: Child, config: SystemConfig | None = None) -> None:
+        """Start a new generation of ``child`` from its spec: the same steps for every
+        child. ``config``: an apply's new one, for a child it stages."""
+        spec, config = child.spec, config or self.config
+        child.generation = self._next_generation(child.name)
         child.status = S.OFFLINE if spec.reports_status else S.ONLINE
         child.pid, child.ending, child.degraded_cause = None, None, None
-        child.health = HealthTracker(self.config.health, spec.max_memory,
+        child.reported = False
+        child.health = HealthTracker(config.health, spec.max_memory,
                                      started_at=time.monotonic())
         child.address = self.createActor(spec.actor_class)
-        self.send(child.address, spec.setup(child, SpawnEnv(
-            config=self.config, token=self.token,
-            core={c.name: c.address for c in self.core.values()},
-            directory=tuple(directory_entry(c, self.token) for c in self.services.values()))))
+        self.send(child.address, spec.setup(child, self._spawn_env(config)))
         self._announce(child)
         self.log.info("child_started", child=child.name, generation=child.generation)
 
+    def _spawn_env(self, config: SystemConfig | None = None) -> SpawnEnv:
+        return SpawnEnv(config=config or self.config, token=self.token,
+                        core={c.name: c.address for c in self.core.values()},
+                        directory=tuple(directory_entry(c, self.token)
+                                        for c in self.services.values()))
+
     def _announce(self, child: Child, lost: Lost | None = None) -> None:
         """Tell the router what it must know of ``child`` now (where it is, whether
-        it takes work, and with ``lost`` that its last generation is gone)."""
+        it takes work, and with ``lost`` that its last generation is gone). A staged
+        child is not announced: the router learns of it when the apply moves traffic."""
+        if child.staged:
+            return
         msg = child.spec.announce(child, self.token, lost)
         if msg is not None:
             self._tell_router(msg)
 
     def _tell_router(self, msg: Message) -> None:
+        """To the router, and to every host that keeps a replica of its table."""
         router = self.core.get(ROUTER)
         if router is not None and router.address is not None:
             self.send(router.address, msg)
+        for host in self.route_subscribers:
+            self.send(host, msg)
+
+    def on_subscribe_routes(self, msg: SubscribeRoutes, sender: Any) -> None:
+        self._drop_route_subscriber(sender)
+        if len(self.route_subscribers) >= MAX_ROUTE_SUBSCRIBERS:
+            self.route_subscribers.pop(0)  # the oldest: most likely a host that died
+        self.route_subscribers.append(sender)
+        router = self.core[ROUTER]
+        self.send(sender, router.spec.setup(router, self._spawn_env()))
+
+    def on_unsubscribe_routes(self, msg: UnsubscribeRoutes, sender: Any) -> None:
+        self._drop_route_subscriber(sender)
+
+    def _drop_route_subscriber(self, address: Any) -> None:
+        self.route_subscribers = [a for a in self.route_subscribers if a != address]
 
     def _children(self) -> list[Child]:
-        return [*self.core.values(), *self.services.values()]
+        staged = self.rollout.staged.values() if self.rollout is not None else ()
+        return [*self.core.values(), *self.services.values(), *staged, *self.retiring]
 
     def _child_at(self, address: Any) -> Child | None:
         # Thespian addresses are not hashable; there are only a handful of children.
@@ -172,6 +213,10 @@ class Supervisor(GrymActor, Actor):
     def on_status(self, msg: StatusReply, sender: Any) -> None:
         child = self._child_at(sender)
         if child is None:
+            return
+        child.reported = True
+        if child.retiring:
+            self._retiring_status(child, msg.status, msg.pid)
             return
         child.pid = msg.pid
         if msg.status is S.FAILED and msg.error is not None:
@@ -188,6 +233,7 @@ class Supervisor(GrymActor, Actor):
             self._announce(child)
         self._maybe_ready()
         self._maybe_stopped()
+        self._rollout_progress()
 
     def on_service_stopped(self, msg: ServiceStopped, sender: Any) -> None:
         """A service has released its model and asks to end normally: end it, and
@@ -227,6 +273,8 @@ class Supervisor(GrymActor, Actor):
             child.status = S.OFFLINE
             self._maybe_stopped()
             return
+        if self._rollout_child_down(child, reason, code):
+            return  # staged or retiring: an apply's, not the restart policy's
         child.status = S.STOPPED if normal else S.UNHEALTHY
         (self.log.info if normal else self.log.warning)(
             "child_down", child=child.name, generation=child.generation, reason=reason)
@@ -251,6 +299,8 @@ class Supervisor(GrymActor, Actor):
 
     # -- health -----------------------------------------------------------------------
     def _heartbeat_tick(self) -> None:
+        if process_gone(self.launcher_pid):
+            self._launcher_gone()
         seq = next(self.heartbeat_seq)
         for child in self._children():
             if child.address is None:
@@ -258,6 +308,8 @@ class Supervisor(GrymActor, Actor):
             if process_gone(child.pid):
                 self._child_gone(child, "process died (found by heartbeat)")
                 continue
+            if child.status is S.STOPPING:
+                continue  # releasing its model (which may hold the GIL): its shutdown budget rules
             child.health.heartbeat_sent()
             self.send(child.address, Heartbeat(seq))
             verdict = child.health.assess(time.monotonic())
@@ -318,7 +370,7 @@ class Supervisor(GrymActor, Actor):
 
     # -- registry and discovery ------------------------------------------------------------
     def on_get_service(self, msg: GetService, sender: Any) -> None:
-        child = self.services.get(msg.name)
+        child = self._resolve_service(msg.name)
         if child is None:
             raise ServiceNotFound(f"no service named {msg.name!r}; configured: "
                                   f"{', '.join(sorted(self.services))}", {"service": msg.name})
@@ -346,10 +398,34 @@ class Supervisor(GrymActor, Actor):
             else:
                 self.send(waiter, child.info())
 
+    def on_restart_service(self, msg: RestartService, sender: Any) -> None:
+        """OTP's restart_child: a FAILED or STOPPED service starts again, its restart
+        window afresh; answered once it is online (or has failed again)."""
+        child = self.services.get(msg.name)
+        if child is None:
+            raise ServiceNotFound(f"no service named {msg.name!r}; configured: "
+                                  f"{', '.join(sorted(self.services))}", {"service": msg.name})
+        if self.shutting_down:
+            raise ShuttingDown("the system is shutting down")
+        if child.status not in (S.FAILED, S.STOPPED):
+            raise Conflict(f"service {msg.name!r} is {child.status.value}: only a failed or "
+                           "stopped service is restarted (its supervisor restarts a running "
+                           "one when it fails)", {"service": msg.name, "status": child.status.value})
+        child.restart.restart_by_request()
+        child.waiters.append(sender)  # loads it at its start, and hears when it is up
+        self._event(E.SERVICE_RESTARTED, child, f"restarted by request; it had "
+                                                f"{child.status.value}: {child.last_error}")
+        self._spawn(child)
+
     def on_list(self, msg: ListServices, sender: Any) -> None:
         self.send(sender, ServiceList(tuple(c.info() for c in self.services.values())))
 
     def on_info(self, msg: GetSystemInfo, sender: Any) -> None:
+        if not self.ready:
+            # A host re-joining a runtime that its launcher is starting again (it may
+            # even have created this actor, by global name, before the launcher did).
+            self.info_waiters.append(sender)
+            return
         self.send(sender, self._system_info())
 
     def _system_info(self) -> SystemInfo:
@@ -361,7 +437,8 @@ class Supervisor(GrymActor, Actor):
             routes=dict(self.config.routes), shutting_down=self.shutting_down,
             core=tuple(c.info() for c in self.core.values()),
             log_dir=str(self.config.log_dir()), pid=os.getpid(),
-            admin_port=self.config.system.admin_port)
+            admin_port=self.config.system.admin_port, last_apply=self.last_apply, incarnation=self.incarnation,
+            admin_pid=os.getppid())  # Thespian's admin is every top-level actor's parent
 
     # -- metrics --------------------------------------------------------------------------
     def on_get_metrics(self, msg: GetServiceMetrics, sender: Any) -> None:
@@ -406,11 +483,13 @@ class Supervisor(GrymActor, Actor):
                 self.wakeupAfter(self.config.health.heartbeat_interval_s, payload=("heartbeat",))
         elif payload[:1] == ("restart",):
             child, generation = payload[1], payload[2]
-            if (child.address is None and child.status is not S.FAILED
+            if (child.address is None and child.status is not S.FAILED and not child.retiring
                     and child.generation == generation and not self.shutting_down):
                 self._spawn(child)
         elif payload[:1] == ("stop-timeout",):
             self._stop_timed_out(payload[1], payload[2])
+        elif payload[:1] in (("apply-timeout",), ("apply-moved",), ("apply-drain",)):
+            self._rollout_timer(payload)
         elif payload[:1] == ("metrics",):
             self._finish_metrics(payload[1], force=True)
         elif payload == ("shutdown",):
@@ -424,6 +503,9 @@ class Supervisor(GrymActor, Actor):
         if self.shutting_down:
             return
         self.shutting_down = True
+        if sender != self.launcher:  # the launcher knows of its own stop
+            self._tell_launcher_stopping()
+        self._rollout_shutdown()
         self.shutdown_drain_s = msg.drain_s
         self.log.info("system_stopping", drain_s=msg.drain_s)
         router = self.core[ROUTER]
@@ -440,7 +522,7 @@ class Supervisor(GrymActor, Actor):
         if not self.shutting_down or msg.token != self.token:
             return  # only the router's answer to our own Drain moves a shutdown on
         drain_s = max(0.1, self.shutdown_drain_s)
-        for child in self.services.values():
+        for child in [*self.services.values(), *self.retiring]:
             if child.address is not None:
                 child.status = S.STOPPING
                 self.send(child.address, Shutdown(drain_s=drain_s, token=self.token))
@@ -450,7 +532,11 @@ class Supervisor(GrymActor, Actor):
         self._maybe_stopped()
 
     def _stop_timed_out(self, child: Child, generation: int) -> None:
-        if child.status is S.STOPPING and child.generation == generation:
+        if child.retiring and child.status is S.STOPPING and child.generation == generation \
+                and not self.shutting_down:
+            self._child_down(child, f"did not stop within its shutdown budget "
+                                    f"({child.spec.shutdown_s:g} s): killed", ErrorCode.TIMEOUT)
+        elif child.status is S.STOPPING and child.generation == generation:
             self.log.warning("child_shutdown_timeout", child=child.name,
                              shutdown_s=child.spec.shutdown_s)
             kill_process(child.pid)
@@ -459,7 +545,7 @@ class Supervisor(GrymActor, Actor):
 
     def _maybe_stopped(self) -> None:
         if self.shutdown_waiter is not None and all(
-                c.status is not S.STOPPING for c in self.services.values()):
+                c.status is not S.STOPPING for c in [*self.services.values(), *self.retiring]):
             self._stopped()
 
     def _stopped(self) -> None:
@@ -474,4 +560,21 @@ class Supervisor(GrymActor, Actor):
                          error=str(msg.error))
 
     def on_exit(self, msg: ActorExitRequest, sender: Any) -> None:
+        if not self.shutting_down:
+            self._tell_launcher_stopping()
         self.shutting_down = True
+
+    # -- the launcher -------------------------------------------------------------------------
+    def _tell_launcher_stopping(self) -> None:
+        """So that the launcher does not take the end that follows for a crash to restart."""
+        if self.launcher is not None:
+            self.send(self.launcher, SystemStopping())
+
+    def _launcher_gone(self) -> None:
+        """Nobody is left to restart or stop this runtime (the launcher was killed;
+        systemd starts a new one): end every process of it, this one last, so that
+        the port is free for the new one."""
+        self.log.error("launcher_gone_ending_runtime", launcher_pid=self.launcher_pid)
+        for child in self._children():
+            kill_process(child.pid)
+        end_runtime()

@@ -8,12 +8,16 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from messages.errors import ConfigError
+from messages.system import (
+    VERSION_SEPARATOR, is_route, route_targets, service_id, split_service_id,
+)
 from messages.validation import build_settings, check, is_int, is_number, parse_size
 from services.registry import load_kind
 
@@ -24,6 +28,7 @@ START_METHODS = ("fork", "forkserver", "spawn")
 # router's metrics label for a task no service took): a service by one of these
 # names would overwrite that child, or be counted with it.
 RESERVED_NAMES = frozenset({"supervisor", "router", "context", "none"})
+_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -175,13 +180,19 @@ class ServiceSpec:
     Serve splits a deployment's options from its ``user_config`` the same way.) A
     kind may declare defaults for the runtime's keys (``ModelService.runtime_defaults``):
     a key in the service's table wins over the kind's default, which wins over the
-    default here. For the restart keys the ``[restart]`` table sits between the two.
+    default here. For the restart keys the ``[restart]`` table sits
+    between the two.
+
+    ``name`` is the service's id: its table's name, with ``@version`` when the table
+    says ``version = "2"`` (or is named ``"asr@2"``), so that two versions of one
+    service run side by side, each with its own processes, health and metrics.
     """
 
     name: str
     kind: str
     settings: Any                     # the kind's own Settings dataclass
     restart: RestartSettings = field(default_factory=RestartSettings)
+    version: str | None = None
     eager: bool = False
     max_queue: int = 64
     max_batch_size: int = 1
@@ -189,9 +200,15 @@ class ServiceSpec:
     task_timeout_s: float | None = None
     max_memory: int | str | None = None  # resident bytes, or a size such as "2GB"; above it: degraded
     fetch_context: bool = True
+    warmup: bool = True               # run the kind's warm-up inputs before it is online
 
     def __post_init__(self) -> None:
+        check(self.version is None or (isinstance(self.version, str)
+                                       and bool(_VERSION.match(self.version))),
+              "version", f"must be a string of letters, digits, '.', '_' or '-' such as "
+              f"\"2\", got {self.version!r}")
         check(isinstance(self.eager, bool), "eager", "must be true or false")
+        check(isinstance(self.warmup, bool), "warmup", "must be true or false")
         check(isinstance(self.fetch_context, bool), "fetch_context", "must be true or false")
         check(is_int(self.max_queue) and self.max_queue >= 1, "max_queue",
               "must be an integer >= 1")
@@ -208,19 +225,26 @@ class ServiceSpec:
 
 _RESTART_KEYS = frozenset(f.name for f in dataclasses.fields(RestartSettings))
 # The keys of a [services.NAME] table that the runtime reads; every other key but
-# ``kind`` goes to the kind's Settings.
+# ``kind`` and ``version`` goes to the kind's Settings.
 RUNTIME_KEYS = frozenset(f.name for f in dataclasses.fields(ServiceSpec)
-                         if f.name not in ("name", "kind", "settings", "restart")) | _RESTART_KEYS
+                         if f.name not in ("name", "kind", "settings", "restart",
+                                           "version")) | _RESTART_KEYS
+_OWN_KEYS = frozenset({"kind", "version"})
 
 
-def _service_spec(name: str, table: Mapping[str, Any],
+def _service_spec(key: str, table: Mapping[str, Any],
                   restart_section: Mapping[str, Any]) -> ServiceSpec:
-    where = f"services.{name}"
+    where = f"services.{key}"
+    name, key_version = split_service_id(key)
+    check(bool(name), where, f"a service name must not start with {VERSION_SEPARATOR!r}")
     check(name not in RESERVED_NAMES, where,
           f"the name {name!r} is the runtime's own (reserved: "
           f"{', '.join(sorted(RESERVED_NAMES))}); give the service another name")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table", {"key": where})
+    version = table.get("version", key_version)
+    check(key_version is None or version == key_version, f"{where}.version",
+          f"is {version!r}, but the table's name says {key_version!r}")
     check(isinstance(table.get("kind"), str), f"{where}.kind",
           "is required (a service kind such as 'echo')")
     try:
@@ -229,16 +253,18 @@ def _service_spec(name: str, table: Mapping[str, Any],
         raise ConfigError(f"{where}.{exc.message}", {"key": f"{where}.kind"}) from None
     kind_defaults = _runtime_defaults(kind_cls, f"{where}.kind")
     settings = build_settings(kind_cls.Settings, {k: v for k, v in table.items()
-                                                  if k != "kind" and k not in RUNTIME_KEYS}, where)
+                                                  if k not in _OWN_KEYS and k not in RUNTIME_KEYS},
+                              where)
     # The service's own key, else the kind's default, else the spec's; the
     # [restart] table comes between the service's and the kind's.
     own = {k: v for k, v in table.items() if k in RUNTIME_KEYS}
     restart_keys = lambda keys: {k: v for k, v in keys.items() if k in _RESTART_KEYS}  # noqa: E731
     restart = {**restart_keys(kind_defaults), **restart_section, **restart_keys(own)}
     runtime = {k: v for k, v in {**kind_defaults, **own}.items() if k not in _RESTART_KEYS}
-    return build_settings(ServiceSpec, {
-        "name": name, "kind": table["kind"], "settings": settings,
+    spec = build_settings(ServiceSpec, {
+        "name": key, "kind": table["kind"], "settings": settings, "version": version,
         "restart": build_settings(RestartSettings, restart, where), **runtime}, where)
+    return dataclasses.replace(spec, name=service_id(name, version))
 
 
 def _runtime_defaults(kind_cls: type, where: str) -> Mapping[str, Any]:
@@ -255,13 +281,19 @@ def _runtime_defaults(kind_cls: type, where: str) -> Mapping[str, Any]:
     return defaults
 
 
-def _routes(services: Mapping[str, ServiceSpec], explicit: Mapping[str, Any]) -> dict[str, str]:
+def _routes(services: Mapping[str, ServiceSpec], explicit: Mapping[str, Any]) -> dict[str, Any]:
     """Each task type a configured service's kind serves goes to that service;
-    ``[routes]`` adds types and chooses when several services serve one type."""
-    for task_type, service in explicit.items():
-        check(isinstance(service, str) and service in services, f"routes.{task_type}",
-              f"names service {service!r}, which is not configured "
-              f"(configured: {', '.join(sorted(services)) or 'none'})")
+    ``[routes]`` adds types and chooses when several services serve one type, by
+    naming one service id or splitting by weight (``{"asr@1" = 90, "asr@2" = 10}``)."""
+    for task_type, route in explicit.items():
+        check(is_route(route), f"routes.{task_type}",
+              f"must name a service, or split by weight such as {{\"asr@1\" = 90, \"asr@2\" = "
+              f"10}} (whole numbers >= 0, not all 0), got {route!r:.80}")
+        for service in route_targets(route):
+            check(service in services, f"routes.{task_type}",
+                  f"names service {service!r}, which is not configured "
+                  f"(configured: {', '.join(sorted(services)) or 'none'})")
+    explicit = {t: r if isinstance(r, str) else dict(r) for t, r in explicit.items()}
     claims: dict[str, list[str]] = {}
     for spec in services.values():
         for task_type in sorted(load_kind(spec.kind).task_types):
@@ -278,8 +310,8 @@ def _routes(services: Mapping[str, ServiceSpec], explicit: Mapping[str, Any]) ->
 class SystemConfig:
     system: SystemSettings
     health: HealthSettings
-    services: Mapping[str, ServiceSpec]
-    routes: Mapping[str, str]
+    services: Mapping[str, ServiceSpec]   # by service id (name, or name@version)
+    routes: Mapping[str, Any]             # task type -> service id, or {service id: weight}
     context: Mapping[str, Any] = field(default_factory=dict)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -319,8 +351,12 @@ class SystemConfig:
                 raise ConfigError(f"{section}: must be a table", {"key": section})
         restart_section = dict(data.get("restart", {}))
         build_settings(RestartSettings, restart_section, "restart")  # report its errors as its own
-        services = {name: _service_spec(name, table, restart_section)
-                    for name, table in dict(data.get("services", {})).items()}
+        services: dict[str, ServiceSpec] = {}
+        for key, table in dict(data.get("services", {})).items():
+            spec = _service_spec(key, table, restart_section)
+            check(spec.name not in services, f"services.{key}",
+                  f"runs as {spec.name!r}, as another table does; give each version its own")
+            services[spec.name] = spec
         routes = _routes(services, dict(data.get("routes", {})))
         return cls(
             system=build_settings(SystemSettings, data.get("system"), "system"),

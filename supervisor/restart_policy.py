@@ -48,6 +48,12 @@ class RestartPolicy:
         self.total_restarts += 1
         return RestartDecision(True, self._delay(attempt), f"restart {attempt + 1} of {s.max_restarts}")
 
+    def restart_by_request(self) -> None:
+        """OTP's restart_child: an operator restarts the child; its window starts afresh
+        (a failed child gets its whole ``max_restarts`` again). It counts as a restart."""
+        self._recent.clear()
+        self.total_restarts += 1
+
     def _delay(self, attempt: int) -> float:
         if attempt == 0:
             return 0.0

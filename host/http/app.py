@@ -290,7 +290,7 @@ def create_app(state: HttpState) -> Any:
                                                         "last_event_id"})
         runtime = system()
         wants_context = context or any(p in request.query_params for p in FILTER_PARAMS)
-        start = None
+        start = Cursor.parse(last_event_id or request.query_params.get("last_event_id"))
         stream = StreamRequest(health=health,
                                context=context_filter(request) if wants_context else None,
                                start=start, snapshot_s=snapshot_s)

@@ -22,7 +22,8 @@ from typing import Any, AsyncIterator, Callable
 import structlog
 from starlette.concurrency import run_in_threadpool
 
-from messages.context import ContextChange, ContextFilter
+from messages.context import ContextChange, ContextFilter, ContextGap
+from messages.errors import GrymError
 from messages.system import HealthEvent, HealthEventKind
 
 from .encoding import plain
@@ -85,8 +86,17 @@ class HealthHub:
     def __init__(self, system: Any):
         self._queues: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
         self._lock = threading.Lock()
+        # ``on`` waits for the subscription to be confirmed: not on the launcher's
+        # thread (streams replay the supervisor's log until events flow).
+        threading.Thread(target=self._subscribe, args=(system,), name="grym-http-health",
+                         daemon=True).start()
+
+    def _subscribe(self, system: Any) -> None:
         for kind in HealthEventKind:
-            system.health.on(kind.value, self._publish)
+            try:
+                system.health.on(kind.value, self._publish)
+            except GrymError as exc:  # registered all the same: events flow once confirmed
+                log.warning("health_subscription_unconfirmed", kind=kind.value, error=str(exc))
 
     def _publish(self, event: HealthEvent) -> None:
         with self._lock:
@@ -191,7 +201,11 @@ async def event_stream(runtime: Any, hub: HealthHub, request: StreamRequest,
                 change = subscription.next(timeout=0)
                 if change is None:
                     break
-                if context_seq is None or change.seq > context_seq:
+                if isinstance(change, ContextGap):  # resumed after a restart, with a hole
+                    context_seq = change.seq
+                    out.append(sse("gap", {"source": "context", "message": change.reason},
+                                   event_id()))
+                elif context_seq is None or change.seq > context_seq:
                     context_seq = change.seq
                     out.append(sse("context", change_json(change), event_id()))
             now = time.monotonic()

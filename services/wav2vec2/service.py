@@ -36,6 +36,9 @@ from .requests import AudioRequest, RequestRules, parse_request
 from .settings import Wav2Vec2Settings
 
 
+WARMUP_CLIP_S = 0.25
+
+
 def process_rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
@@ -101,6 +104,17 @@ class Wav2Vec2Service(ModelService):
             if on_gpu:
                 torch.cuda.empty_cache()
         self._initialized = False
+
+    def warmup_inputs(self, max_batch_size: int) -> list[list[Task]]:
+        """A short silent clip at each batch size the service will run: every size up
+        to 8, then the powers of two and the largest (torch's first pass at a new shape
+        allocates and picks kernels)."""
+        clip = np.zeros(round(WARMUP_CLIP_S * 16_000), np.float32)
+        sizes = sorted({*range(1, min(max_batch_size, 8) + 1), max_batch_size,
+                        *(2 ** k for k in range(max_batch_size.bit_length())
+                          if 2 ** k <= max_batch_size)})
+        return [[Task(id=f"warmup-{size}-{i}", type="speech-to-text", data=clip)
+                 for i in range(size)] for size in sizes]
 
     # -- work ----------------------------------------------------------------------
     def execute(self, task: Task) -> Any:

@@ -7,9 +7,11 @@ unpickling creates a folder (the marker): if the folder appears, code ran.
     python -I raw_probe.py MODE MARKER_DIR PORT...     prints one JSON line
 
 MODE: ``none`` (Thespian's own frame, no key), ``wrong`` (tagged with a key
-of its own), ``oversize`` (a header announcing 1 TB, and nothing after it) or
-``thespian`` (a stock Thespian endpoint joins the admin at the first port,
-looks the supervisor up by its global name and sends it the object).
+of its own), ``key`` (tagged with the key in ``$PROBE_KEY_FILE``, in the
+runtime's layout: the positive control), ``oversize`` (a header announcing
+``$PROBE_ANNOUNCE_BYTES``, and nothing after it) or ``thespian`` (a stock
+Thespian endpoint joins the admin at the first port, looks the supervisor up
+by its global name and sends it the object).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import os
 import pickle
 import socket
+import struct
 import sys
 import threading
 
@@ -55,7 +58,14 @@ def raw(mode: str, marker_dir: str, port: int) -> str:
     if mode == "wrong":
         key = os.urandom(32)
         return send_raw(port, frame(hmac.digest(key, payload, hashlib.sha256) + payload))
-    return send_raw(port, b"1000000000000>")  # oversize: the header alone
+    if mode == "key":
+        import blake3
+        with open(os.environ["PROBE_KEY_FILE"], "rb") as f:
+            key = f.read()
+        rest = struct.pack("<IQ", 0, len(payload)) + payload  # no out-of-band buffers
+        return send_raw(port, frame(blake3.blake3(rest, key=key).digest() + rest))
+    announced = int(os.environ.get("PROBE_ANNOUNCE_BYTES", 10 ** 12))
+    return send_raw(port, b"%d>" % announced)  # oversize: the header alone
 
 
 def thespian(marker_dir: str, port: int) -> str:

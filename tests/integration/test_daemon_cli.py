@@ -164,7 +164,8 @@ def test_stop_lets_accepted_tasks_finish_and_refuses_new_ones(tmp_path):
                                 env=project_env())
         wait_until(lambda: "system_stopping" in (logs / "grym.log").read_text(), timeout=15,
                    interval=0.05)
-        with ServiceSystem.connect(admin_port_of(config)) as joined:
+        with ServiceSystem.connect(admin_port_of(config),
+                                   secret_file=logs / "secret.key") as joined:
             refused = joined.router.route_task(Task(id="late", type="echo", data=1))
         assert refused.error is not None and refused.error.code is ErrorCode.SHUTTING_DOWN
         out, err = slow.communicate(timeout=30)

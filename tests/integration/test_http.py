@@ -371,11 +371,14 @@ class Events:
         assert response.headers["content-type"].startswith("text/event-stream")
         self._lines = response.iter_lines()
 
-    def read(self, until, limit: int = 200) -> list[dict[str, Any]]:
-        """Events until ``until(events)`` holds (a read timeout fails the test)."""
+    def read(self, until, limit: int = 200, within_s: float = 30.0) -> list[dict[str, Any]]:
+        """Events until ``until(events)`` holds; fails after ``within_s`` (keep-alive
+        comments would otherwise keep a read that never gets there going)."""
         events: list[dict[str, Any]] = []
         current: dict[str, Any] = {}
+        deadline = time.monotonic() + within_s
         for line in self._lines:
+            assert time.monotonic() < deadline, f"not there after {within_s} s: {events}"
             if line == "":
                 if "event" in current:
                     current["data"] = json.loads(current.get("data", "null"))

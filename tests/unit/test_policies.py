@@ -193,8 +193,11 @@ def test_batch_policy():
     assert p.plan(0, 0, False).take == 0
     assert p.plan(3, 0, True).take == 0               # worker busy: wait for it
     assert p.plan(5, 0, False).take == 4              # full batch at once
-    assert p.plan(2, 0.02, False).take == 2           # the oldest has waited long enough
+    assert p.plan(1, 0, False).take == 1              # a lone task: nothing else is expected
+    p.batch_done(answered=2, queued=1, now=0.0)       # its callers may send again
     assert p.plan(2, 0.004, False).wait_s == pytest.approx(0.006)
+    assert p.plan(3, 0.004, False).take == 3          # every expected task is here
+    assert p.plan(2, 0.011, False).take == 2          # waited long enough
     assert BatchPolicy(8, 0.0).plan(1, 0, False).take == 1  # no delay configured
 
 

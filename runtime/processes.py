@@ -1,0 +1,44 @@
+"""Which processes belong to one runtime, and ending all of them.
+
+Thespian daemonizes its admin (setsid and a double fork), so the actor
+processes are nobody's children that a launcher could wait for. Whoever starts
+a launcher gives it an environment variable naming that runtime
+(``RUNTIME_ID``, its config file); every process forked or spawned from it
+inherits the variable, and is found by it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+
+RUNTIME_ID = "GRYM_RUNTIME_ID"
+
+
+def runtime_processes(marker: str) -> list[psutil.Process]:
+    """Every process of the runtime named ``marker`` (this one left out)."""
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(RUNTIME_ID) == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def end_runtime() -> None:
+    """Kill every process of this process's runtime, then this one (an actor of a
+    runtime whose launcher is gone). Without a marker: this process's parent (the
+    admin) and this one."""
+    marker = os.environ.get(RUNTIME_ID)
+    others = runtime_processes(marker) if marker else [psutil.Process(os.getppid())]
+    for proc in others:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    os.kill(os.getpid(), signal.SIGKILL)
