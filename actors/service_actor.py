@@ -26,6 +26,7 @@ from messages.service import (
 from messages.task import Task, TaskMetrics, TaskResult, effective_timeout_s
 from messages.validation import build_settings
 from services.model_service import ModelService
+from runtime.shared_arrays import Mappings
 from services.registry import load_kind
 
 from .base import GrymActor, error_info
@@ -65,6 +66,7 @@ class ServiceActor(GrymActor, Actor):
         self.next_direct_id = -1             # direct tasks get negative ids, the router's are positive
         self.stats = ServiceStats()
         self.process = psutil.Process()
+        self.mappings = Mappings()           # hosts' shared-memory segments, mapped here
 
     def error_answer(self, msg: Any, info: ErrorInfo) -> Any:
         # The router matches answers by request id: a failed ServiceTask still gets one.
@@ -206,6 +208,9 @@ class ServiceActor(GrymActor, Actor):
     def _accept(self, item: Queued) -> None:
         """Queue the task, or answer it at once with the reason it cannot be taken."""
         try:
+            data = self.mappings.resolve(item.task.data)  # shared arrays, read in place
+            if data is not item.task.data:
+                item.task = dataclasses.replace(item.task, data=data)
             self._admit(item.task)
         except GrymError as exc:
             self._answer(item, TaskResult.failure(item.task.id, exc.info()))
@@ -347,6 +352,7 @@ class ServiceActor(GrymActor, Actor):
     def heartbeat_facts(self) -> dict[str, Any]:
         if self.spec is None:  # not configured yet: alive, nothing more to tell
             return super().heartbeat_facts()
+        self.mappings.sweep()  # the heartbeat is this actor's clock for housekeeping
         now = time.monotonic()
         busy = self.worker.busy
         return dict(

@@ -8,9 +8,10 @@ means some were missed, and the copy is read in full again. During a read, the
 changes and the pages come from the actor in the order it handled them (one
 sender, one receiver), so the copy after the last page is the store as of that
 page. Pages are read oldest write first; a change to an item already read moves
-the items after it one place towards the start, so the next page starts that
-many places earlier (items read twice keep their newest version) and none is
-skipped.
+the items after it one place towards the start, so when such changes came
+before a page, as many unread items may have slipped in front of it, and the
+read goes on from that many places earlier (items read twice keep their newest
+version): none is skipped.
 
 What it serves is what ``ContextManager.get_context_for_model`` gives a task
 with no items of its own: the newest shared items (no task id) of the adapter's
@@ -62,14 +63,14 @@ class ContextReplica:
     def start(self, subscribed: ContextSubscribed) -> QueryContext:
         """A new subscription: read everything again."""
         self._last_seen = subscribed.seq
-        return self._read_again()
+        return self.read_again()
 
     def on_change(self, change: ContextChange) -> QueryContext | None:
         if change.seq <= self._last_seen:
             return None  # already had it (a resumed subscription's replay)
         if change.seq != self._last_seen + 1:
             self._last_seen = change.seq
-            return self._read_again()  # a gap: some changes never came
+            return self.read_again()  # a gap: some changes never came
         self._last_seen = change.seq
         item = change.item
         known = item.id in self._items or item.id in self._task_of
@@ -88,8 +89,13 @@ class ContextReplica:
             current = self._items.get(item.id)
             if current is None or item.version >= current.version:  # read twice: the newest
                 self._apply(ChangeKind.STORED, item)
-        self._offset += len(page.items) - self._shifted
-        self._shifted = 0
+        # Changes to items already read came between the last page and this one: as
+        # many unread items moved in front of this page's offset. Read again from there.
+        skipped, self._shifted = min(self._shifted, self._offset), 0
+        if skipped:
+            self._offset -= skipped
+            return self._query()
+        self._offset += len(page.items)
         if len(page.items) == PAGE and self._offset < page.total:
             return self._query()
         self.seq = self._last_seen  # every change up to the last page's is in
@@ -100,7 +106,13 @@ class ContextReplica:
         """Our caller's own write was acknowledged at ``seq``: answer only once it is in."""
         self._min_seq = max(self._min_seq, seq)
 
-    def _read_again(self) -> QueryContext:
+    def reset(self) -> None:
+        """The subscription ended: serve nothing until the next ``start``."""
+        self.seq = None
+        self._cache.clear()
+
+    def read_again(self) -> QueryContext:
+        """Start a full read (also after a page was refused)."""
         self.seq, self.reads = None, self.reads + 1
         self._items.clear()
         self._own.clear()
@@ -136,10 +148,11 @@ class ContextReplica:
     def ready(self) -> bool:
         return self.seq is not None and self.seq >= self._min_seq
 
-    def model_context(self, model_type: str, task_id: str | None) -> tuple[dict[str, Any], tuple[str, ...]] | None:
-        """(the adapted context, the ids of its items, oldest write first), or None when
-        only the actor can answer exactly. Raises what the adapter raises (InvalidInput)."""
-        if not self.ready or (task_id is not None and task_id in self._own):
+    def model_context(self, model_type: str, task_id: str) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+        """For task ``task_id``: (the adapted context, the ids of its items, oldest write
+        first), or None when only the actor can answer exactly. Raises what the
+        adapter raises (InvalidInput)."""
+        if not self.ready or task_id in self._own:
             return None
         now = self._clock()
         cached = self._cache.get(model_type)

@@ -49,7 +49,8 @@ WATCH_S = 0.1          # the watcher's look at the supervisor's and the admin's 
 PROBE_S = 1.0          # a runtime on another machine is asked for its SystemInfo this often
 PROBE_MISSES = 2       # unanswered probes in a row: gone
 REJOIN_POLL_S = 0.05   # between re-join attempts
-REJOIN_ASK_S = 5.0     # a supervisor answers GetSystemInfo once its runtime is ready
+REJOIN_ASK_S = 0.5     # a supervisor answers GetSystemInfo once its runtime is ready: looks this often
+REJOIN_WAIT_S = 120.0  # ... for at most this long (eager models may take long to load)
 SUBSCRIBE_S = 2.0
 # Events after which addresses may have changed (a restarted core actor or service).
 _MOVES = (HealthEventKind.SERVICE_RESTARTED, HealthEventKind.SERVICE_UNHEALTHY,
@@ -271,10 +272,10 @@ class Watcher:
 
     # -- re-joining -------------------------------------------------------------------------
     def _rejoin_once(self) -> None:
+        """Wait until a new admin listens, then ask it for the supervisor and for its
+        SystemInfo (answered once that runtime is ready), on one endpoint."""
         conn, old = self._conn, self._conn.info
-        why = conn.launcher_exit()
-        if why:
-            conn.close(why)
+        if self._closed_for_good():
             return
         # The old admin must be gone first: looking the supervisor up in an admin that
         # the launcher is taking down would start a stray one there.
@@ -282,18 +283,29 @@ class Watcher:
                 or not port_in_use(conn.address, conn.port):
             self._stop.wait(REJOIN_POLL_S)
             return
-        info = None
         try:
             with conn.asys.private() as endpoint:
                 supervisor = endpoint.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)
-                info = endpoint.ask(supervisor, GetSystemInfo(), REJOIN_ASK_S)
+                reply = endpoint.ask(supervisor, GetSystemInfo(), REJOIN_ASK_S)
+                deadline = time.monotonic() + REJOIN_WAIT_S
+                while not isinstance(reply, SystemInfo) and time.monotonic() < deadline \
+                        and not self._stop.is_set() and not self._closed_for_good() \
+                        and port_in_use(conn.address, conn.port):
+                    reply = endpoint.listen(REJOIN_ASK_S)  # still starting: its answer comes
         except Exception as exc:  # noqa: BLE001 - not up yet, or going down again
             log.debug("rejoin_attempt_failed", error=f"{type(exc).__name__}: {exc}")
-        if isinstance(info, SystemInfo) and not (conn.local and info.incarnation == old.incarnation):
-            conn.local = _can_watch_processes(conn.address, info)
-            conn.rejoined(info)
+            reply = None
+        if isinstance(reply, SystemInfo) and not (conn.local and reply.incarnation == old.incarnation):
+            conn.local = _can_watch_processes(conn.address, reply)
+            conn.rejoined(reply)
         else:
             self._stop.wait(REJOIN_POLL_S)
+
+    def _closed_for_good(self) -> bool:
+        why = self._conn.launcher_exit()
+        if why:
+            self._conn.close(why)
+        return self._conn.state is State.CLOSED
 
     def _deliver(self, event: HealthEvent) -> None:
         system = self._system()

@@ -384,7 +384,7 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
             stopping_since = time.monotonic()
     _notify_systemd("STOPPING=1")
     if http:
-        http.stop()  # event streams end, requests in flight are answered, while the runtime runs
+        http.drain()  # new requests get SHUTTING_DOWN and event streams end; accepted ones go on
     supervisor_alive = _supervisor_alive(info)
     if _runtime_up(admin_pid, config):
         try:
@@ -394,6 +394,8 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
                 asys.shutdown()  # nobody left to drain: do not wait for an answer
         except Exception as exc:  # noqa: BLE001 - still make sure nothing is left below
             log.warning("graceful_stop_failed", error=f"{type(exc).__name__}: {exc}")
+    if http:
+        http.stop()  # the drain above answered the requests in flight
     # A dead supervisor's children are nobody's: the admin will not end them.
     end_leftovers(timeout_s=10.0 if supervisor_alive else 1.0)
     return code

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from thespian.actors import ActorSystemException, PoisonMessage
 
@@ -41,7 +41,8 @@ from actors.router_metrics import RouterMetrics
 from actors.routing import RouteTable, pinned_version
 from messages.context import ContextItem, StoreContext
 from messages.errors import (
-    ErrorCode, ErrorInfo, ExecutionError, GrymError, InvalidInput, TaskTimeout, retryable,
+    ErrorCode, ErrorInfo, ExecutionError, GrymError, InvalidInput, TaskTimeout, is_retryable,
+    retryable,
 )
 from messages.system import (
     ApplyRoutes, ContextMoved, DirectTaskMetrics, Drain, RouterSetup, ServiceDirectoryUpdate,
@@ -51,6 +52,7 @@ from messages.task import Task, TaskResult, effective_timeout_s
 from runtime.logs import host_logger
 
 from .connection import SLICE_S, State
+from .context_feed import ContextFeed
 
 if TYPE_CHECKING:
     from .system import ServiceSystem
@@ -158,13 +160,11 @@ class RouteReplica:
 class DirectPath:
     """Runs a task straight on its service; ``run`` returns None to leave it to the router."""
 
-    def __init__(self, system: "ServiceSystem", reply_margin_s: float,
-                 context: Callable[[Target, Task], tuple[dict, float] | None] | None = None):
+    def __init__(self, system: "ServiceSystem", reply_margin_s: float):
         self._system = system
         self._reply_margin_s = reply_margin_s  # past the service's deadline: the hops
         self.replica = RouteReplica()
-        # (context, ms) for a task that wants it, or None when it cannot be had here.
-        self._context = context or (lambda target, task: None)
+        self.context = ContextFeed(system, self.replica)  # the shared context, copied here
         self._metrics = RouterMetrics()
         self._metrics_lock = threading.Lock()
         self._last_flush = 0.0
@@ -181,6 +181,7 @@ class DirectPath:
 
     def stop(self) -> None:
         self._feed.stop()
+        self.context.stop()
 
     def run(self, task: Task, service: str | None, timeout: float | None) -> TaskResult | None:
         target = self.replica.target(task, service)
@@ -188,14 +189,17 @@ class DirectPath:
             return None
         context_ms = 0.0
         if target.wants_context:
-            found = self._context(target, task)
+            found = self.context.for_task(target, task)
             if found is None:
-                return None
+                return None  # only the context actor can answer exactly: the router asks it
             context, context_ms = found
-            task = task.with_context(context)
+            if context is not None:
+                task = task.with_context(context)
         started = time.monotonic()
         self.sent += 1
         result = self._send(task, target, timeout or target.timeout_s + self._reply_margin_s)
+        if result is None:
+            return None  # refused unrun by a generation a config apply replaced: the router knows
         total_ms = (time.monotonic() - started) * 1000 + context_ms
         m = result.metrics
         result = result.with_metrics(
@@ -206,7 +210,7 @@ class DirectPath:
             self._store_history(task, result, target.service)
         return result
 
-    def _send(self, task: Task, target: Target, wait: float) -> TaskResult:
+    def _send(self, task: Task, target: Target, wait: float) -> TaskResult | None:
         system, conn = self._system, self._system._conn
         deadline = time.monotonic() + wait
         try:
@@ -219,6 +223,8 @@ class DirectPath:
                     raise TaskTimeout(f"no answer to Task within {wait:g} s", {"timeout_s": wait})
                 reply = endpoint.listen(min(SLICE_S, remaining))
                 if isinstance(reply, TaskResult) and reply.task_id == task.id:
+                    if reply.error is not None and is_retryable(reply.error):
+                        return None
                     return reply
                 if isinstance(reply, PoisonMessage):
                     raise ExecutionError(f"Task could not be handled: {reply.details}")

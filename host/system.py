@@ -17,6 +17,7 @@ handle re-joins the new start by itself; idempotent calls are retried
 """
 from __future__ import annotations
 
+import dataclasses
 import operator
 import os
 import queue
@@ -60,6 +61,7 @@ from runtime import frames
 from runtime.network import restrict_bind
 from .connection import SLICE_S, Connection, State, Watcher, role_of
 from .routing import DirectPath
+from runtime.shared_arrays import Lease, SegmentPool
 from .retry import ClientMetrics, RetryBudget, RetryPolicy, outcome
 
 log = host_logger()
@@ -100,6 +102,7 @@ class ServiceSystem:
         self.context = ContextHandle(self)
         self.health = HealthMonitor(self)
         self._watcher = Watcher(self)
+        self._segments = SegmentPool()  # shared memory lent to tasks' large arrays
         self._direct = DirectPath(self, REPLY_MARGIN_S)  # tasks straight to their services
         self._direct.wait_ready(DIRECT_READY_S)
 
@@ -157,9 +160,10 @@ class ServiceSystem:
                 retry: RetryPolicy | None = None) -> "ServiceSystem":
         """Join a runtime that is already running (a daemon, or another host's).
 
-        ``secret_file``: the runtime's key (default: where a daemon on this port
-        keeps it, ``<tmp>/grym-<port>/secret.key``; a handle's ``secret_file`` for
-        one that another host started)."""
+        ``secret_file``: the runtime's key (``system.secret_file``); the default,
+        ``<tmp>/grym-<port>/secret.key``, is where a runtime with no ``log_dir``
+        and no ``secret_file`` of its own keeps it, a daemon's or an embedded one's.
+        ``max_message_bytes``: the runtime's limit, when it is not the default."""
         if not port_in_use(address, admin_port):
             raise ServiceUnavailable(f"nothing is listening on {address}:{admin_port}; "
                                      "start the runtime first (run.py start)",
@@ -261,10 +265,22 @@ class ServiceSystem:
         wait for the deadline the router gives it (the system's deadline rule) plus
         the hops, unless ``timeout`` says."""
         task, service = (msg, None) if isinstance(msg, Task) else (msg.task, msg.service)
-        direct = self._direct.run(task, service, timeout)
-        if direct is not None:
-            self._metrics.count("task", outcome(direct.error))
-            return direct
+        lease = Lease(self._segments)  # large arrays go through shared memory, for this task
+        try:
+            shared = lease.export(task.data)
+            if shared is not task.data:
+                task = dataclasses.replace(task, data=shared)
+                msg = task if service is None else ExecuteTask(task, service)
+            reply = self._direct.run(task, service, timeout)
+            if reply is None:
+                reply = self._run_routed(msg, task, service, timeout)
+        finally:
+            lease.release()
+        self._metrics.count("task", outcome(reply.error))
+        return reply
+
+    def _run_routed(self, msg: Task | ExecuteTask, task: Task, service: str | None,
+                    timeout: float | None) -> TaskResult:
         wait = timeout or self._info.timeout_for(task, service) + REPLY_MARGIN_S
         try:
             reply = self.ask(ROUTER, msg, wait,
@@ -277,7 +293,6 @@ class ServiceSystem:
         if not isinstance(reply, TaskResult):
             reply = TaskResult.failure(task.id, ExecutionError(
                 f"unexpected answer {type(reply).__name__}").info())
-        self._metrics.count("task", outcome(reply.error))
         return reply
 
     def processes(self) -> list:
@@ -443,6 +458,7 @@ class ServiceSystem:
 
     def _close_endpoints(self) -> None:
         self._closed = True
+        self._segments.close()
         self._conn.close("this ServiceSystem handle is closed")
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints), weakref.WeakSet()
@@ -532,7 +548,10 @@ class ContextHandle:
 
     def _ask(self, op: str, kind: str, msg: Any, timeout: float) -> Any:
         system = self._system
-        return system.call(op, kind, timeout, lambda left: system.ask(CONTEXT, msg, left))
+        reply = system.call(op, kind, timeout, lambda left: system.ask(CONTEXT, msg, left))
+        if isinstance(reply, ContextAck):  # the host's copy of the context must have it
+            system._direct.context.written(reply.seq)
+        return reply
 
     def _key(self, given: str | None) -> str | None:
         return given or (uuid.uuid4().hex if self._system.retry_policy.covers("write") else None)

@@ -136,7 +136,7 @@ def _read_secret(path: Path) -> bytes:
         key = os.read(fd, KEY_BYTES + 1)
     finally:
         os.close(fd)
-    if st.st_uid != os.geteuid():
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:  # root may read a service user's key
         raise ConfigError(f"system.secret_file: {path} belongs to uid {st.st_uid}, not to this "
                           f"user (uid {os.geteuid()})", where)
     if st.st_mode & 0o077:
@@ -153,7 +153,7 @@ def _check_folder(path: Path) -> None:
     folder such as /tmp lets nobody replace another user's file)."""
     st = path.parent.stat()
     others_write = st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX
-    if st.st_uid not in (os.geteuid(), 0) or others_write:
+    if (st.st_uid not in (os.geteuid(), 0) and os.geteuid() != 0) or others_write:
         raise ConfigError(f"system.secret_file: its folder {path.parent} may be written by other "
                           "users; keep the key in a folder only this user can write",
                           {"key": "system.secret_file", "path": str(path)})

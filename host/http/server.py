@@ -2,8 +2,10 @@
 
 ``checks.check_http`` runs before the actor system starts (a taken port, an
 unreadable token file: the daemon refuses to start; ``HttpSettings`` refuses a
-non-loopback address without a token). ``HttpServer`` follows the launcher's runtime restarts (``retarget``) and stops first on the
-way out, so event streams end cleanly while the runtime still answers.
+non-loopback address without a token). ``HttpServer`` follows the launcher's
+runtime restarts (``retarget``); on the way out it ``drain``s before the runtime
+does (new requests refused, event streams ended, running ones answered by the
+runtime's own drain) and ``stop``s after.
 """
 from __future__ import annotations
 
@@ -64,9 +66,14 @@ class HttpServer:
         """After the launcher restarted the runtime: open streams end (clients resume)."""
         self.state.attach(host_handle(asys, info, self.config))
 
-    def stop(self) -> None:
-        """End the event streams, let requests in flight finish, close the port."""
+    def drain(self) -> None:
+        """Before the runtime drains: new requests get SHUTTING_DOWN, event streams end,
+        and requests already running wait for their answers."""
         self.state.closing = "shutting down"
+
+    def stop(self) -> None:
+        """Close the port (requests still running get GRACE_S more) and the handle."""
+        self.drain()
         self._server.should_exit = True
         self._thread.join(GRACE_S + 5)
         self.state.close()

@@ -12,21 +12,24 @@ import signal
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from actors.context_actor import TEST_KILL_AFTER_WRITE_ENV
 from host import cli as run_py
+from host.cli import with_daemon_defaults
 from host.launcher import port_in_use, runtime_processes, start_launcher, stop_launcher
 from host.system import REPLY_MARGIN_S, ServiceSystem
 from host.toml_config import load_config, read_config
 from messages import Task
-from messages.context import ContextFilter, ContextItem
+from messages.context import ContextFilter, ContextGap, ContextItem
 from messages.errors import ErrorCode, GrymError, is_retryable
 from messages.service import ServiceStatus
 from tests.conftest import wait_until
-from tests.integration.test_daemon_cli import cli, stop_and_sweep, write_config
+from tests.integration.test_daemon_cli import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 TASK_TIMEOUT_S = 2.0
@@ -48,11 +51,12 @@ class Call:
 
 
 class Load:
-    """Three callers routing echo tasks and one writer of context items, on one handle."""
+    """Three callers routing tasks (of ``task_types``, one each) and one writer of
+    context items, on one handle."""
 
-    def __init__(self, system: ServiceSystem, task_type: str = "echo",
+    def __init__(self, system: ServiceSystem, task_types: tuple[str, ...] = ("echo",) * 3,
                  task_timeout_s: float = TASK_TIMEOUT_S, writer: bool = True):
-        self.system, self.task_type, self.task_timeout_s = system, task_type, task_timeout_s
+        self.system, self.task_types, self.task_timeout_s = system, task_types, task_timeout_s
         self.stop = threading.Event()
         self.calls: list[Call] = []
         self.acked: list[tuple[str, int]] = []
@@ -82,7 +86,7 @@ class Load:
             i += 1
             started, outcome, retry = time.monotonic(), "untyped", False
             try:
-                r = self.system.router.route_task(Task(id=f"c{n}-{i}", type=self.task_type,
+                r = self.system.router.route_task(Task(id=f"c{n}-{i}", type=self.task_types[n],
                                                        data=i, timeout_s=self.task_timeout_s))
                 outcome = "ok" if r.ok else r.error.code.value
                 retry = r.error is not None and is_retryable(r.error)
@@ -120,6 +124,10 @@ class Load:
     def late(self) -> list[Call]:
         return [c for c in self.calls if c.ended - c.started > c.limit_s + SLACK_S]
 
+    def stranded(self, killed_at: float) -> list[Call]:
+        """The calls in flight at the kill."""
+        return [c for c in self.calls if c.started < killed_at < c.ended]
+
     def served_again_s(self, killed_at: float, old_incarnation: str | None = None) -> float:
         """From the kill to the first task answered ok afterwards (by a new start of the
         runtime, when ``old_incarnation`` is given)."""
@@ -139,16 +147,30 @@ def report(title: str, load: Load, killed_at: float, back_s: float, system: Serv
           f"handle: {({k: v for k, v in system.client_metrics().items() if k != 'retry_policy'})}")
 
 
-def assert_goals(load: Load, system: ServiceSystem, back_s: float) -> None:
+def assert_goals(load: Load, system: ServiceSystem, back_s: float | None) -> None:
     assert not load.untyped, load.untyped[:3]
     assert not load.late(), f"calls past their timeout: {load.late()[:3]}"
     outcomes = {c.outcome for c in load.calls}
     assert ErrorCode.TIMEOUT.value not in outcomes, load.counts()
     assert outcomes <= {"ok", ErrorCode.SERVICE_UNAVAILABLE.value,
                         ErrorCode.EXECUTION_ERROR.value}, load.counts()
-    assert back_s < SERVE_AGAIN_S, f"served again only after {back_s:.2f} s"
+    assert back_s is None or back_s < SERVE_AGAIN_S, f"served again only after {back_s:.2f} s"
     for item_id, i in load.acked:  # SQLite: every acknowledged write is still there
         assert system.context.retrieve(item_id).content == {"i": i}
+
+
+SLOW = {"kind": "echo", "eager": True, "delay_ms": 400, "max_queue": 64}
+SLOW_TABLE = """
+[services.slow]
+kind = "echo"
+eager = true
+delay_ms = 400
+max_queue = 64
+
+[routes]
+echo = "echo"
+slow = "slow"
+"""
 
 
 def sqlite_config(tmp_path, **services) -> dict:
@@ -168,22 +190,29 @@ def victim_pid(system: ServiceSystem, victim: str) -> int:
 
 # -- the runtime comes back, and the handle follows it -------------------------------------------
 def kill_runtime_under_load(system: ServiceSystem, victim: str, title: str) -> None:
+    """Two callers of a fast service, one of a slow one (so that calls are in flight at
+    the kill), one writer."""
     old = system.info.incarnation
-    with Load(system) as load:
-        time.sleep(0.5)
+    with Load(system, task_types=("echo", "echo", "slow")) as load:
+        time.sleep(1.0)
         os.kill(victim_pid(system, victim), signal.SIGKILL)
         killed_at = time.monotonic()
         time.sleep(AFTER_KILL_S)
     back_s = load.served_again_s(killed_at, old)
     report(title, load, killed_at, back_s, system)
+    stranded = [c for c in load.stranded(killed_at) if c.outcome != "ok"]
+    print(f"calls in flight at the kill that failed: {len(stranded)}, the last ended "
+          f"{max((c.ended - killed_at for c in stranded), default=0):.3f} s after the kill")
     assert system.info.incarnation != old, "the handle re-joined a new start of the runtime"
     assert system.client_metrics()["rejoins"] == 1
+    assert all(c.retryable and c.ended - killed_at < 1.0 for c in stranded), \
+        "calls in flight end at once, with a retryable error"
     assert_goals(load, system, back_s)
 
 
 @pytest.mark.parametrize("victim", ["supervisor", "admin"])
 def test_an_embedded_runtime_comes_back_and_its_handle_follows(start_system, tmp_path, victim):
-    system = start_system(sqlite_config(tmp_path))
+    system = start_system(sqlite_config(tmp_path, slow=SLOW))
     events = []
     system.health.on("runtime_restarted", events.append)
     kill_runtime_under_load(system, victim, f"embedded, kill -9 of the {victim}")
@@ -191,37 +220,47 @@ def test_an_embedded_runtime_comes_back_and_its_handle_follows(start_system, tmp
     assert events[0].kind.value == "runtime_restarted"
 
 
-@pytest.mark.parametrize("victim", ["supervisor", "admin"])
-def test_a_daemon_comes_back_and_a_joined_handle_follows(tmp_path, victim):
-    config, logs, _ = write_config(tmp_path)
+@contextmanager
+def daemon(tmp_path, extra_toml: str = ""):
+    """What ``run.py start --config F`` starts (a detached launcher, with the daemon's
+    defaults: metrics and the HTTP API on), without a CLI process around it:
+    (its settings, the launcher process, the marker of its processes)."""
+    config, logs, _ = write_config(tmp_path, extra_toml)
+    raw, settings = with_daemon_defaults(read_config(config)), load_config(config)
+    marker = str(logs / "config.json")
+    launcher, status = start_launcher(raw, logs, cwd=tmp_path, timeout_s=60, detach=True)
     try:
-        cli("start", "--config", str(config))
-        settings = load_config(config)
+        assert status.get("ready"), status
+        yield settings, launcher, marker
+    finally:
+        stop_launcher(launcher)
+        for proc in runtime_processes(marker):
+            proc.kill()
+
+
+def test_a_daemon_comes_back_and_a_joined_handle_follows(tmp_path):
+    with daemon(tmp_path, SLOW_TABLE) as (settings, _, _marker):
         with ServiceSystem.connect(settings.system.admin_port,
                                    secret_file=settings.secret_file()) as system:
-            kill_runtime_under_load(system, victim, f"daemon, kill -9 of the {victim}")
-    finally:
-        stop_and_sweep(config, logs)
+            kill_runtime_under_load(system, "supervisor", "daemon, kill -9 of the supervisor")
 
 
 # -- restarted core actors do not strand their callers ------------------------------------------------
 def test_calls_to_a_killed_router_end_within_a_second(start_system, tmp_path):
-    system = start_system(sqlite_config(tmp_path, slow={"kind": "echo", "eager": True,
-                                                        "delay_ms": 400, "max_queue": 64}))
-    system.refresh()
-    with Load(system, task_type="slow", task_timeout_s=10.0) as load:
+    system = start_system(sqlite_config(tmp_path, slow=SLOW))
+    with Load(system, task_types=("slow",) * 3, task_timeout_s=10.0) as load:
         time.sleep(1.0)
         os.kill(victim_pid(system, "router"), signal.SIGKILL)
         killed_at = time.monotonic()
         time.sleep(AFTER_KILL_S)
-    stranded = [c for c in load.calls if c.started < killed_at < c.ended]
+    stranded = load.stranded(killed_at)
     longest = max(c.ended - killed_at for c in stranded)
-    back_s = load.served_again_s(killed_at)
+    back_s = load.served_again_s(killed_at)  # the slow service first works off its queue
     report("kill -9 of the router", load, killed_at, back_s, system)
     print(f"calls in flight at the kill: {len(stranded)}, the last ended {longest:.3f} s after it")
     assert stranded and longest <= 1.0, "no call waits more than 1 s past the kill"
     assert all(c.retryable for c in stranded if c.what == "task" and c.outcome != "ok")
-    assert_goals(load, system, back_s)
+    assert_goals(load, system, None)
 
 
 def test_a_write_whose_acknowledgement_was_lost_applies_once(start_system, tmp_path, monkeypatch):
@@ -245,6 +284,35 @@ def test_a_write_whose_acknowledgement_was_lost_applies_once(start_system, tmp_p
     assert metrics["retries"].get("store", 0) >= 1
     assert items.total == 1 and items.items[0].id == ack.item_id and ack.version == items.items[0].version
     assert took < 2.0 and not load.untyped and not load.late()
+
+
+# -- subscriptions that survive ------------------------------------------------------------------------
+@pytest.mark.parametrize("victim", ["context", "supervisor"])
+def test_a_context_subscription_resumes_with_every_change_or_a_gap(start_system, tmp_path, victim):
+    system = start_system(sqlite_config(tmp_path))
+    acked = []
+    with system.context.subscribe(ContextFilter(types=frozenset({"prompt"}))) as sub:
+        def write(n: int) -> None:
+            for i in range(n):
+                acked.append(system.context.store(ContextItem(type="prompt", content={"i": i},
+                                                              source="sub"), timeout=5).seq)
+        write(20)
+        os.kill(victim_pid(system, victim), signal.SIGKILL)
+        write(20)
+        seen, gaps = [], []
+        while (change := sub.next(timeout=3)) is not None and len(seen) < len(acked):
+            (gaps if isinstance(change, ContextGap) else seen).append(change)
+            if not isinstance(change, ContextGap):
+                seen[-1] = change.seq
+    missing = sorted(set(acked) - set(seen))
+    print(f"\nsubscription across a kill -9 of the {victim}: {len(acked)} writes, {len(seen)} "
+          f"changes seen, gap markers {[(g.after_seq, g.seq) for g in gaps]}, resumed "
+          f"{sub.resumes} time(s), missing {missing}")
+    assert sub.resumes == 1
+    assert seen == sorted(set(seen)), "in order, each once"
+    assert all(any(g.after_seq < m <= g.seq for g in gaps) for m in missing), \
+        "every change, or an explicit gap marker: never a silent hole"
+    assert set(acked[20:]) <= set(seen), "the changes after the resume all arrive"
 
 
 # -- a failed service, brought back by an operator ------------------------------------------------------
@@ -280,14 +348,8 @@ def test_run_py_restart_brings_a_failed_service_back(start_system, capsys):
 def test_a_killed_launcher_leaves_nothing_serving_and_a_new_start_works_at_once(tmp_path):
     """systemd (Restart=on-failure) restarts a killed launcher; the runtime it leaves
     ends itself, so that the new one can start on the same port at once."""
-    config, logs, _ = write_config(tmp_path)
-    raw, settings = read_config(config), load_config(config)
-    raw["system"]["log_dir"] = str(logs)
-    raw["context"]["path"] = str(tmp_path / "context.db")
-    marker, port = str(logs / "config.json"), settings.system.admin_port
-    launcher, status = start_launcher(raw, logs, cwd=tmp_path, timeout_s=60, detach=True)
-    try:
-        assert status.get("ready"), status
+    with daemon(tmp_path) as (settings, launcher, marker):
+        port = settings.system.admin_port
         assert len(runtime_processes(marker)) >= 5
         launcher.kill()
         launcher.wait(5)
@@ -295,15 +357,16 @@ def test_a_killed_launcher_leaves_nothing_serving_and_a_new_start_works_at_once(
         wait_until(lambda: not runtime_processes(marker), timeout=5, interval=0.02)
         gone_s = time.monotonic() - killed_at
         assert not port_in_use("127.0.0.1", port)
-        again, status = start_launcher(raw, logs, cwd=tmp_path, timeout_s=60, detach=True)
-        started_s = time.monotonic() - killed_at - gone_s
-        print(f"\nkill -9 of the launcher: every process of its runtime gone after {gone_s:.3f} s; "
-              f"a new start was ready {started_s:.3f} s later")
-        assert status.get("ready"), status
-        with ServiceSystem.connect(port, secret_file=settings.secret_file()) as system:
-            assert system.router.route_task(Task(id="t", type="echo", data=1)).ok
-        stop_launcher(again)
+        raw = with_daemon_defaults(read_config(tmp_path / "grym.toml"))
+        again, status = start_launcher(raw, Path(marker).parent, cwd=tmp_path, timeout_s=60,
+                                       detach=True)
+        try:
+            started_s = time.monotonic() - killed_at - gone_s
+            print(f"\nkill -9 of the launcher: every process of its runtime gone after "
+                  f"{gone_s:.3f} s; a new start was ready {started_s:.3f} s later")
+            assert status.get("ready"), status
+            with ServiceSystem.connect(port, secret_file=settings.secret_file()) as system:
+                assert system.router.route_task(Task(id="t", type="echo", data=1)).ok
+        finally:
+            stop_launcher(again)
         assert runtime_processes(marker) == []
-    finally:
-        for proc in runtime_processes(marker):
-            proc.kill()

@@ -149,3 +149,22 @@ def test_memory_limit_refuses_to_load_and_the_service_fails(start_system, tiny):
     assert "max_memory" in system.services()[0].last_error
     result = system.router.route_task(Task(id="t", type="speech-to-text", data=tone()))
     assert result.error.code is ErrorCode.SERVICE_UNAVAILABLE
+
+
+def test_the_hosts_copy_of_the_context_serves_tasks_without_a_round_trip(start_system, tiny):
+    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+    ack = system.context.store(ContextItem(type="audio_parameters", source="host",
+                                           content={"sample_rate": 8000}))
+    copy = system._direct.context.replica
+    wait_until(lambda: copy.ready and copy.seq >= ack.seq, timeout=5)
+    before = system._direct.sent
+    result = system.router.route_task(Task(id="ctx-1", type="speech-to-text",
+                                           data={"audio": tone(1.0, 8000)}))
+    assert result.ok, result.error
+    assert system._direct.sent == before + 1  # straight to the service, context from the copy
+    assert result.data["duration_s"] == pytest.approx(1.0)  # read as 8 kHz, as the context says
+    # an update reaches the copy before the host's next task (its own write: read-your-writes)
+    system.context.update(ack.item_id, {"content": {"sample_rate": 16000}})
+    result = system.router.route_task(Task(id="ctx-2", type="speech-to-text",
+                                           data={"audio": tone(1.0, 16000)}))
+    assert result.ok and result.data["duration_s"] == pytest.approx(1.0)

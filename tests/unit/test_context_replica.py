@@ -108,16 +108,17 @@ def test_the_copy_answers_as_the_actor_would(monkeypatch, before, during, after,
         actor.write(lambda m, op=op: run(op, m, clock))
     pump(replica, actor, pending)
     assert replica.ready
-    for task_id in (None, "t1", "t2", "t3"):
-        mine = replica.model_context(MODEL, task_id)
-        own = actor.m.query(ContextFilter(task_id=task_id)).total if task_id else 0
-        if own:
-            assert mine is None  # items of its own: only the actor answers
-            continue
-        if mine is None:  # a sliding TTL would be restarted by the read: the actor's job
-            continue
-        theirs = actor.m.get_context_for_model(MODEL, task_id)
-        assert mine == (dict(theirs.data), theirs.item_ids)
+    for model in (MODEL, "any-type"):  # an unknown model type passes every type through
+        for task_id in ("t1", "t2", "t3"):
+            mine = replica.model_context(model, task_id)
+            own = actor.m.query(ContextFilter(task_id=task_id)).total
+            if own:
+                assert mine is None  # items of its own: only the actor answers
+                continue
+            if mine is None:  # a sliding TTL would be restarted by the read: the actor's job
+                continue
+            theirs = actor.m.get_context_for_model(model, task_id)
+            assert mine == (dict(theirs.data), theirs.item_ids)
 
 
 def test_a_gap_in_the_sequence_forces_a_full_read():
@@ -133,7 +134,7 @@ def test_a_gap_in_the_sequence_forces_a_full_read():
     assert replica.reads == 1
     pump(replica, actor, pending)
     assert replica.reads == 2 and replica.ready  # read again, and in step
-    data, ids = replica.model_context(MODEL, None)
+    data, ids = replica.model_context(MODEL, "t")
     assert data["sample_rate"] == 44100 and ids == ("a", "b")
 
 
@@ -145,14 +146,14 @@ def test_it_waits_for_its_callers_own_write_and_leaves_sliding_items_to_the_acto
     pump(replica, actor, pending)
     ack = actor.m.store(item("audio_parameters", {"sample_rate": 8000}, id="a"))
     replica.written(ack.seq)  # acknowledged to our caller, not yet in the copy
-    assert replica.model_context(MODEL, None) is None
+    assert replica.model_context(MODEL, "t") is None
     actor._flush()
     pump(replica, actor, pending)
-    assert replica.model_context(MODEL, None)[0]["sample_rate"] == 8000
+    assert replica.model_context(MODEL, "t")[0]["sample_rate"] == 8000
     actor.write(lambda m: m.store(item("audio_parameters", {"sample_rate": 16000}, id="s",
                                        sliding_ttl=True)))
     pump(replica, actor, pending)
-    assert replica.model_context(MODEL, None) is None
+    assert replica.model_context(MODEL, "t") is None
 
 
 def test_expired_items_drop_out_before_the_sweep_says_so():
@@ -162,9 +163,9 @@ def test_expired_items_drop_out_before_the_sweep_says_so():
     pending = [replica.start(actor.subscribe())]
     actor.write(lambda m: m.store(item("audio_parameters", {"sample_rate": 8000}, ttl_s=5)))
     pump(replica, actor, pending)
-    assert replica.model_context(MODEL, None)[0]["sample_rate"] == 8000
+    assert replica.model_context(MODEL, "t")[0]["sample_rate"] == 8000
     clock.advance(6)
-    assert replica.model_context(MODEL, None)[0]["sample_rate"] == 16000  # the default
+    assert replica.model_context(MODEL, "t")[0]["sample_rate"] == 16000  # the default
 
 
 @pytest.mark.parametrize("model", ["wav2vec2", "some-unknown-model"])
@@ -174,5 +175,23 @@ def test_an_empty_store_gives_the_adapters_defaults(model):
     replica = ContextReplica(clock=clock)
     pending = [replica.start(actor.subscribe())]
     pump(replica, actor, pending)
-    theirs = actor.m.get_context_for_model(model)
-    assert replica.model_context(model, None) == (dict(theirs.data), theirs.item_ids)
+    theirs = actor.m.get_context_for_model(model, "t")
+    assert replica.model_context(model, "t") == (dict(theirs.data), theirs.item_ids)
+
+
+def test_a_change_between_pages_does_not_make_the_read_skip_an_item(monkeypatch):
+    monkeypatch.setattr(replica_module, "PAGE", 1)
+    clock = FakeClock()
+    actor = Actor(clock)
+    for name, rate in (("a", 8000), ("b", 22050), ("c", 44100)):
+        actor.write(lambda m, name=name, rate=rate: m.store(
+            item("audio_parameters", {"sample_rate": rate}, id=name)))
+    actor.inbox.clear()
+    replica = ContextReplica(clock=clock)
+    actor.handle(replica.start(actor.subscribe()))   # page 1: a
+    actor.write(lambda m: m.update("a", {"content": {"channels": 2}}))  # a moves to the end
+    pending: list = []
+    pump(replica, actor, pending)                     # without the shift, page 2 would be c
+    theirs = actor.m.get_context_for_model(MODEL, "t")
+    assert replica.model_context(MODEL, "t") == (dict(theirs.data), theirs.item_ids)
+    assert replica.model_context(MODEL, "t")[1] == ("b", "c", "a")

@@ -387,3 +387,13 @@ def test_the_same_seed_gives_the_same_weights(tmp_path):
 def test_time_forward_reports_positive_times(tiny_service):
     timing = time_forward(tiny_service._loaded, seconds=0.5, batch_size=2, repeats=2)
     assert timing["batch_size"] == 2 and 0 < timing["min_ms"] <= timing["p50_ms"] <= timing["max_ms"]
+
+
+def test_warm_up_is_a_silent_clip_at_each_power_of_two_batch_size(tiny_service):
+    batches = tiny_service.warmup_inputs(8)
+    assert [len(b) for b in batches] == [1, 2, 4, 8]
+    assert [len(b) for b in tiny_service.warmup_inputs(12)][-1] == 12  # and the largest
+    for batch in batches:
+        assert all(not np.any(t.data) and t.type == "speech-to-text" for t in batch)
+        outcomes = tiny_service.execute_batch(batch)
+        assert not any(isinstance(o, Exception) for o in outcomes), outcomes
