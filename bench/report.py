@@ -58,6 +58,7 @@ def collect() -> list[Row]:
         rows.append(Row("cold start to ready (echo only)", cold["p50_ms"], cold["p99_ms"], None,
                         None, "informational", None))
     rows += transport_rows(_load("transport"))
+    rows += fast_path_rows(_load("fast_path"))
     if context:
         for size, data in context.items():
             if size == "meta":
@@ -137,6 +138,66 @@ def transport_rows(transport: dict[str, Any] | None) -> list[Row]:
     return rows
 
 
+def fast_path_rows(fast: dict[str, Any] | None) -> list[Row]:
+    """Issue 14: throughput by callers beside the floor, and its goal table."""
+    if fast is None:
+        return []
+    t = fast["echo"]["throughput"]
+    floor = t["thespian ask (floor)"]
+    rows = []
+    for path in ("route_task", "Task to the router (before; external actors)"):
+        for callers, r in t[path].items():
+            share = r["per_s"] / floor[callers]["per_s"]
+            rows.append(Row(f"{path}, echo, {callers} callers", r["p50_ms"], r["p99_ms"],
+                            floor[callers]["p50_ms"], None,
+                            f"{share:.2f}x a bare actor's asks/s from {callers} threads",
+                            None, r["per_s"]))
+    return rows
+
+
+def fast_path_goals(fast: dict[str, Any] | None) -> str:
+    """Issue 14's goal table: each figure as a ratio (or ms) of this run's own floor."""
+    if fast is None:
+        return ""
+    out = ["", "## Issue 14: the fast path's goals (this run)", "",
+           "| figure | now | before (router path, same run) | goal | met |", "|---|---:|---:|---|---|"]
+    for name, g in fast["goals"].items():
+        before = "" if g["before"] is None else f"{g['before']:.2f}"
+        met = {True: "yes", False: "**no**", None: ""}[g["met"]]
+        out.append(f"| {name} | {g['value']:.2f} | {before} | {g['goal']} | {met} |")
+    return "\n".join(out) + "\n"
+
+
+def plot_callers(fast: dict[str, Any] | None, path: Path) -> bool:
+    """Tasks/s by callers: route_task, the router's path, and the floor drawn in."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    if fast is None:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"thespian ask (floor)": dict(color="green", ls=":", marker="o"),
+              "route_task": dict(color="#2166ac", marker="s"),
+              "Task to the router (before; external actors)": dict(color="#b2182b", marker="^")}
+    for name, by_callers in fast["echo"]["throughput"].items():
+        callers = [int(c) for c in by_callers]
+        ax.plot(callers, [r["per_s"] for r in by_callers.values()], label=name,
+                **styles.get(name, {}))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(callers, [str(c) for c in callers])
+    ax.set_xlabel("concurrent callers (host threads)")
+    ax.set_ylabel("echo tasks per second")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Throughput by callers (floor: a bare actor asked from as many threads)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
 def markdown(rows: list[Row]) -> str:
     out = ["# Benchmark report", "",
            "p50 / p99 in milliseconds. *Floor*: a bare Thespian ask measured in the same run "
@@ -183,9 +244,11 @@ def plot(rows: list[Row], path: Path) -> bool:
 def main() -> None:
     rows = collect()
     report = RESULTS_DIR / "REPORT.md"
-    text = markdown(rows)
+    text = markdown(rows) + fast_path_goals(_load("fast_path"))
     if plot(rows, RESULTS_DIR / "report.png"):
         text += "\n![figures](report.png)\n"
+    if plot_callers(_load("fast_path"), RESULTS_DIR / "callers.png"):
+        text += "\n![throughput by callers](callers.png)\n"
     report.write_text(text)
     print(text)
     print(f"written: {report}")

@@ -40,7 +40,7 @@ from .launcher import (
     launcher_argv, port_in_use, project_env, runtime_processes, start_launcher, write_run_config,
 )
 from .system import ServiceSystem
-from .http.checks import http_port, read_token
+from .http.checks import check_http_table, http_port
 from .toml_config import load_config, read_config
 
 DEFAULT_PORT = 19500
@@ -378,7 +378,7 @@ def follow(path: Path, poll_s: float = 0.2) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     daemon = SystemConfig.from_dict(with_daemon_defaults(read_config(args.file)))
-    read_token(daemon.http.token_file)
+    check_http_table(daemon)
     http = f"; HTTP {http_url(daemon)}" if daemon.http.enabled else "; HTTP off"
     print(f"{args.file}: valid; services: {', '.join(config.services) or 'none'}; "
           f"admin port {config.system.admin_port}{http}")

@@ -75,7 +75,8 @@ class Connection:
         self.metrics = metrics
         self.epoch = 0                      # moves on when the runtime is lost
         self.state = State.CONNECTED
-        self.reason = ""
+        self.reason = ""                    # why it is not connected now
+        self.lost_reason = ""               # why it was last lost
         self.lost_at: float | None = None
         self.local = _can_watch_processes(address, info)
         self._cond = threading.Condition()
@@ -97,8 +98,10 @@ class Connection:
     def gone_since(self, epoch: int, address: Any, sent_to: str | None) -> str | None:
         """Why a call sent in ``epoch`` to ``address`` (the ``sent_to`` actor of the
         runtime) will not be answered, or None while it may be."""
+        if self.state is State.CLOSED:
+            return self.reason
         if self.epoch != epoch:
-            return f"the runtime went away ({self.reason})"
+            return f"the runtime went away ({self.lost_reason})"
         if sent_to is not None and role_of(self.info, address) != sent_to:
             return f"{sent_to} was restarted"
         return None
@@ -115,6 +118,7 @@ class Connection:
             if self.state is not State.CONNECTED:
                 return
             self.state, self.reason = State.REJOINING, reason
+            self.lost_reason = reason
             self.epoch += 1
             self.lost_at = time.monotonic()
             self._cond.notify_all()
@@ -155,6 +159,7 @@ class Watcher:
         self._conn = system._conn
         self._stop = threading.Event()
         self.subscribed = threading.Event()  # the first health subscription is in place
+        self._probe_misses, self._next_probe = 0, 0.0  # a runtime on another machine
         self._thread = threading.Thread(target=self._run, name="grym-watcher", daemon=True)
         self._thread.start()
 
@@ -224,15 +229,10 @@ class Watcher:
         return since
 
     # -- noticing -------------------------------------------------------------------------
-    _probe_misses = 0
-    _next_probe = 0.0
-
     def _check(self, info: SystemInfo, force_probe: bool = False) -> bool:
         """True while the runtime of ``info`` is there; else marks the connection lost."""
         conn = self._conn
-        why = conn.launcher_exit()
-        if why:
-            conn.close(why)
+        if self._closed_for_good():
             return False
         if conn.local:
             if not alive(info.pid):

@@ -311,6 +311,9 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    from .reload import Reloader
+    reloader = Reloader(source, config)  # SIGHUP: apply the config file again
+    signal.signal(signal.SIGHUP, reloader.on_sighup)
     try:
         warm_imports(config)
         config, asys, info = start_runtime(config, log_format, log_to_file=not foreground)
@@ -332,9 +335,7 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
            ready_file)
     _notify_systemd("READY=1")
     log = structlog.get_logger()
-    from .reload import Reloader
-    reloader = Reloader(source, config)
-    signal.signal(signal.SIGHUP, reloader.on_sighup)
+    reloader.config = config  # with the admin port it runs on
     # A supervisor that keeps dying (a bad model, a full disk) must not be
     # restarted forever: past the limit we stop and exit non-zero, so the
     # process manager above us (systemd Restart=on-failure) sees it.

@@ -54,7 +54,10 @@ class Reloader:
 
     def applied(self, raw: Mapping[str, Any]) -> None:
         """The supervisor applied ``raw``: a restart of the runtime starts with it."""
-        self.config = SystemConfig.from_dict(raw)
+        try:
+            self.config = SystemConfig.from_dict(raw)
+        except GrymError as exc:  # it was valid in the supervisor; keep the last one here
+            structlog.get_logger().error("applied_config_unreadable", error=exc.message)
 
     def _apply(self, asys: Any, supervisor: Any) -> None:
         from .cli import daemon_raw  # the CLI's reading of a config file (not at import: a cycle)

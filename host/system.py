@@ -238,8 +238,10 @@ class ServiceSystem:
                 if gone is not None:
                     with self._metrics.lock:
                         self._metrics.ended_early += 1
-                    raise retryable(f"{what} was not answered: {gone}",
-                                    {"sent_to": sent_to or str(address)})
+                    details = {"sent_to": sent_to or str(address)}
+                    if self._conn.state is State.CLOSED:  # it will not come back
+                        raise ServiceUnavailable(f"{what} was not answered: {gone}", details)
+                    raise retryable(f"{what} was not answered: {gone}", details)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -22,7 +22,9 @@ from messages.validation import build_settings, check, is_int, is_number, parse_
 from services.registry import load_kind
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
-START_METHODS = ("fork", "forkserver", "spawn")
+# Not "forkserver": Thespian's multiprocTCPBase cannot start a child under it (its
+# _startChildActor fails with "Bad file descriptor"), so it is refused here, not at run time.
+START_METHODS = ("fork", "spawn")
 
 # Names the runtime uses for its own actors (the supervisor's children, and the
 # router's metrics label for a task no service took): a service by one of these

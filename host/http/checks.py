@@ -30,8 +30,9 @@ def http_port(config: Any) -> int:
     return config.http.port or config.system.admin_port + HTTP_PORT_OFFSET
 
 
-def check_http(config: Any) -> None:
-    """Refuse a port that is taken or shared, or a token file that cannot be read."""
+def check_http_table(config: Any) -> None:
+    """What a config file alone can get wrong (``run.py check-config`` too): a port
+    shared with the admin or the metrics endpoint, a token file that cannot be read."""
     settings = config.http
     if not settings.enabled:
         return
@@ -43,6 +44,13 @@ def check_http(config: Any) -> None:
         raise ConfigError(f"http.port: {port} is also {others[port]}; choose another",
                           {"key": "http.port"})
     read_token(settings.token_file)  # HttpSettings requires one off loopback
-    if port_in_use(settings.bind_address, port):
+
+
+def check_http(config: Any) -> None:
+    """At start: ``check_http_table``, and the port must be free."""
+    check_http_table(config)
+    settings = config.http
+    port = http_port(config)
+    if settings.enabled and port_in_use(settings.bind_address, port):
         raise PortInUse(f"http.port: port {port} is already in use (set [http] port, or "
                         "enabled = false)", {"key": "http.port"})

@@ -9,7 +9,7 @@ result shapes.
 A batch is validated task by task (a bad task fails alone), then every valid
 task shares one padded forward pass: the logits and last hidden state serve
 all three analyses, and every layer's hidden states are kept only when some
-task asks for them. Device "cuda" needs the supervisor's spawn or forkserver
+task asks for them. Device "cuda" needs the supervisor's spawn
 start method: CUDA cannot initialise in a forked process.
 """
 from __future__ import annotations

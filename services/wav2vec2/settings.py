@@ -17,7 +17,7 @@ class Wav2Vec2Settings:
 
     ``model`` is a local checkpoint folder or a hub id. ``device`` "auto"
     picks CUDA when torch sees a GPU; CUDA cannot start in a forked process,
-    so a GPU deployment needs the supervisor's spawn or forkserver start
+    so a GPU deployment needs the supervisor's spawn start
     method. Queue, batching and ``max_memory`` are the runtime's keys of the
     service (supervisor.config.ServiceSpec), not settings of the kind.
     """

@@ -42,6 +42,9 @@ class Daemon:
             assert out.returncode == 0, f"run.py {' '.join(args)}: {out.stdout}{out.stderr}"
         return out
 
+    def launcher_pid(self) -> int:
+        return int((self.logs / "grym.pid").read_text())
+
     def stop(self) -> None:
         """Whatever happened, leave nothing running."""
         self.run("stop", check=False)
@@ -549,6 +552,13 @@ def test_token_restart_and_stop(tmp_path):
             wait_until(lambda: client.post("/v1/tasks/echo", json={"data": 2}).status_code
                        == 200, timeout=30, interval=0.2)
             assert json.loads(daemon.run("status", "--json").stdout)["supervisor_pid"] != old
+            # The new runtime's processes are forked from the launcher: none of them may
+            # keep a copy of the HTTP port's sockets (a closed stream would not close).
+            port, launcher_pid = int(daemon.url.rsplit(":", 1)[1]), daemon.launcher_pid()
+            holders = [p.pid for p in runtime_processes(str(daemon.logs / "config.json"))
+                       if p.pid != launcher_pid and any(
+                           c.laddr and c.laddr.port == port for c in _connections(p))]
+            assert holders == []
             # A stop (SIGTERM, as systemd sends it): new tasks are refused, event streams
             # end, and a task already running is still answered.
             slow: dict[str, httpx.Response] = {}
@@ -561,7 +571,7 @@ def test_token_restart_and_stop(tmp_path):
                 runner.start()
                 wait_until(lambda: client.get("/v1/services/slow").json()["queue_depth"] >= 1,
                            timeout=10)
-                launcher = psutil.Process(int((daemon.logs / "grym.pid").read_text()))
+                launcher = psutil.Process(daemon.launcher_pid())
                 launcher.terminate()
                 refused = wait_until(lambda: (lambda x: x if x.status_code == 503 else None)(
                     client.post("/v1/tasks/echo", json={"data": 3})), timeout=15, interval=0.05)
@@ -571,7 +581,7 @@ def test_token_restart_and_stop(tmp_path):
             assert ended[-1]["data"]["reason"] == "shutting down"
             runner.join(60)
             assert slow["r"].status_code == 200 and slow["r"].json()["data"] == "last"
-            assert launcher.wait(60) == 0
+            launcher.wait(60)  # not our child: no exit status to read
         assert runtime_processes(str(daemon.logs / "config.json")) == []
     finally:
         daemon.stop()

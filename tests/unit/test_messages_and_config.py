@@ -96,3 +96,12 @@ def test_valid_config_with_defaults():
     assert spec.max_memory == 1_500_000_000 and spec.restart.max_restarts == 3
     assert cfg.system.bind_address == "127.0.0.1"
     assert cfg.routes == {"echo": "e"}  # the echo kind's type, to the one echo service
+
+
+def test_forkserver_is_refused_with_the_reason_in_the_key():
+    # Thespian's multiprocTCPBase cannot start children under forkserver: refuse it at
+    # validation, not with a runtime that never comes up.
+    with pytest.raises(ConfigError) as caught:
+        SystemConfig.from_dict({"system": {"start_method": "forkserver"}})
+    assert caught.value.details["key"] == "system.start_method"
+    assert "fork, spawn" in caught.value.message

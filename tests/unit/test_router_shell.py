@@ -224,3 +224,19 @@ def test_junk_is_refused_by_type_and_the_router_keeps_routing(router, msg):
 @pytest.mark.parametrize("msg", every_message_forged(), ids=lambda m: f"{type(m).__name__}")
 def test_every_message_forged_is_refused_by_type(router, msg):
     check_junk(router, msg)
+
+
+def test_a_hosts_direct_task_counts_join_the_routers_metrics(router):
+    from actors.router_metrics import RouterMetrics
+    from messages.system import DirectTaskMetrics
+    from messages.task import TaskMetrics
+    theirs = RouterMetrics()
+    theirs.record("echo", "echo", TaskResult.success("d1", 1, TaskMetrics(total_ms=2.0,
+                                                                          execution_ms=1.0)))
+    assert deliver(router, DirectTaskMetrics(theirs.snapshot({}, 0)), "a-host") == []
+    done = routed(router, Task(id="t1", type="echo"))
+    deliver(router, ServiceTaskDone(done.request_id, TaskResult.success("t1", 1)), SERVICE)
+    [report] = to(deliver(router, GetRouterMetrics(), CALLER), CALLER)
+    assert report.requests[("echo", "echo", "ok")] == 2
+    counts, total = report.stages[("echo", "total")]
+    assert sum(counts) == 2 and total >= 0.002

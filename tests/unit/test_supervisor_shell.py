@@ -352,3 +352,20 @@ def test_the_router_follows_the_context_actor():
     refused = deliver(router, ContextMoved("evil", 3, token="wrong"), "someone")
     assert to(refused, "someone")[0].error.code is ErrorCode.INVALID_INPUT
     assert router.context == "ctx#2" and "context" not in router.table.services
+
+
+# -- hosts that route their own tasks (issue 14) ---------------------------------------------
+def test_a_host_gets_the_routers_set_up_then_every_update_the_router_gets(make):
+    from messages.system import SubscribeRoutes, UnsubscribeRoutes
+    sup = make({"echo": echo()})
+    [setup] = to(sup.deliver(SubscribeRoutes(), "host-feed"), "host-feed")
+    assert isinstance(setup, RouterSetup) and setup.routes == {"echo": "echo"}
+    assert [(d.name, d.address) for d in setup.directory] == [("echo", sup.address("echo"))]
+    assert setup.context == sup.address("context")
+    sent = crashes(sup)
+    # the same messages as the router, in the same order
+    assert to(sent, "host-feed") == sup.to_router(sent) and to(sent, "host-feed")
+    lost = to(sent, "host-feed")[0]
+    assert lost.lost_code == "EXECUTION_ERROR" and lost.generation == 1
+    sup.deliver(UnsubscribeRoutes(), "host-feed")
+    assert not to(crashes(sup), "host-feed")

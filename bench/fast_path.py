@@ -1,0 +1,220 @@
+"""Issue 14's goal figures, each beside the floor measured in the same run.
+
+- Throughput by callers (1, 2, 4, 8, 16): route_task with echo (no context) from
+  that many host threads, beside the floor, a bare Thespian actor asked from as
+  many threads (each its own endpoint), and beside the path every task took
+  before: a Task sent to the router (still the way in for external actors).
+- Latency from one thread: route_task without and with context (the host's copy
+  of the context), the router's path, a bare ask.
+- The tiny Wav2Vec2: end to end minus the same service in-process, for 1 s and
+  10 s of audio, through shared memory and pickled, and through the router; the
+  mean batch with 8 callers, and p50 at 1 caller with and without batching.
+
+Run: python -m bench fast_path [--quick]
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from host import ServiceSystem
+from messages import Task
+
+from .floor import Ping
+from .stats import concurrent_calls, print_table, summarize, time_calls, write_results
+from .wav2vec2 import checkpoint, clip, in_process, service_settings
+
+CALLERS = (1, 2, 4, 8, 16)
+
+
+class Endpoints:
+    """One private endpoint per thread (threads sharing one get each other's replies)."""
+
+    def __init__(self, system: ServiceSystem):
+        self._system, self._local, self._open = system, threading.local(), []
+
+    def __call__(self) -> Any:
+        endpoint = getattr(self._local, "endpoint", None)
+        if endpoint is None:
+            manager = self._system.open_endpoint()
+            endpoint = self._local.endpoint = manager.__enter__()
+            self._open.append(manager)
+        return endpoint
+
+    def close(self) -> None:
+        for manager in self._open:
+            manager.__exit__(None, None, None)
+
+
+def echo_config() -> dict[str, Any]:
+    return {"services": {
+        "echo_plain": {"kind": "echo", "eager": True, "max_queue": 4096, "fetch_context": False},
+        "echo": {"kind": "echo", "eager": True, "max_queue": 4096}},
+        "routes": {"echo-plain": "echo_plain", "echo": "echo"}}
+
+
+def echo_figures(quick: bool) -> dict[str, Any]:
+    n = 400 if quick else 2000
+    payload = {"text": "x" * 64}
+    with ServiceSystem.start(echo_config()) as system:
+        endpoints = Endpoints(system)
+        with system.open_endpoint() as main:
+            ping = main.createActor(Ping)
+        router = system.info.router
+        paths: dict[str, Callable[[int, int], Any]] = {
+            "thespian ask (floor)": lambda c, i: endpoints().ask(ping, payload, 10),
+            "route_task": lambda c, i: system.router.route_task(
+                Task(id=f"r{c}-{i}", type="echo-plain", data=payload)).unwrap(),
+            "Task to the router (before; external actors)": lambda c, i: endpoints().ask(
+                router, Task(id=f"x{c}-{i}-{time.monotonic_ns()}", type="echo-plain",
+                             data=payload), 30).unwrap(),
+        }
+        for call in paths.values():  # warm every endpoint and connection
+            concurrent_calls(call, max(CALLERS), 5)
+        throughput: dict[str, dict[str, dict[str, float]]] = {name: {} for name in paths}
+        for callers in CALLERS:  # side by side, so drift hits every path alike
+            for name, call in paths.items():
+                per = max(20, (n if name != "Task to the router (before; external actors)"
+                               else n // 4) // callers)
+                throughput[name][str(callers)] = concurrent_calls(call, callers, per)[0]
+        single = {
+            "thespian ask (floor)": lambda i: endpoints().ask(ping, payload, 10),
+            "route_task, no context": lambda i: system.router.route_task(
+                Task(id=f"p{i}", type="echo-plain", data=payload)).unwrap(),
+            "route_task, with context": lambda i: system.router.route_task(
+                Task(id=f"c{i}", type="echo", data=payload)).unwrap(),
+            "Task to the router, no context (before)": lambda i: endpoints().ask(
+                router, Task(id=f"q{i}", type="echo-plain", data=payload), 10).unwrap(),
+            "Task to the router, with context (before)": lambda i: endpoints().ask(
+                router, Task(id=f"w{i}", type="echo", data=payload), 10).unwrap(),
+        }
+        rounds: dict[str, list] = {name: [] for name in single}
+        for _ in range(2):  # interleaved rounds: drift hits every figure alike
+            for name, call in single.items():
+                rounds[name].append(time_calls(call, n // 2, warmup=30))
+        latency = {name: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
+                   for name, rs in rounds.items()}
+        direct_share = system._direct.sent
+        endpoints.close()
+    return {"throughput": throughput, "latency": latency, "direct_tasks": direct_share}
+
+
+def wav2vec2_figures(quick: bool) -> dict[str, Any]:
+    folder = checkpoint("tiny")
+    reps_1s, reps_10s = (40, 15) if quick else (200, 60)
+    bare_1, _ = in_process(folder, 1.0, reps_1s)
+    bare_10, _ = in_process(folder, 10.0, reps_10s)
+    config = {"services": {"asr": service_settings(folder, 8, 5.0),
+                           "asr_unbatched": service_settings(folder, 1, 0.0)},
+              "routes": {t: "asr" for t in ("speech-to-text", "audio-feature-extraction",
+                                            "audio_process", "audio_analyze")}}
+    audio = {"1 s": clip(1.0), "10 s": clip(10.0)}
+    rows: dict[str, dict[str, float]] = {"in-process, 1 s": bare_1, "in-process, 10 s": bare_10}
+    with ServiceSystem.start(config) as system:
+        endpoints = Endpoints(system)
+        router = system.info.router
+
+        def routed(label: str, seconds: str) -> Callable[[int], Any]:
+            return lambda i: system.router.route_task(Task(
+                id=f"{label}{seconds}{i}", type="speech-to-text",
+                data={"audio": audio[seconds]})).unwrap()
+
+        for seconds, reps in (("1 s", reps_1s), ("10 s", reps_10s)):
+            rows[f"route_task, {seconds}"] = time_calls(routed("s", seconds), reps, warmup=3)
+            pool_max, system._segments.max_bytes = system._segments.max_bytes, 0
+            rows[f"route_task pickled, {seconds}"] = time_calls(routed("p", seconds), reps, warmup=3)
+            rows[f"Task to the router, {seconds} (before)"] = time_calls(
+                lambda i, s=seconds: endpoints().ask(router, Task(
+                    id=f"b{s}{i}", type="speech-to-text", data={"audio": audio[s]}), 30).unwrap(),
+                reps, warmup=3)
+            system._segments.max_bytes = pool_max
+        per_caller = 10 if quick else 40
+        batch: dict[str, Any] = {}
+        for service in ("asr", "asr_unbatched"):
+            handle = system.get_service(service)
+            for callers in (1, 8):
+                sizes: list[int] = []
+
+                def call(c: int, i: int) -> int:
+                    r = handle.execute_task(Task(id=f"{service}{callers}-{c}-{i}",
+                                                 type="speech-to-text", data={"audio": audio["1 s"]}))
+                    r.unwrap()
+                    return r.metrics.batch_size
+
+                out, sizes = concurrent_calls(call, callers, per_caller if callers > 1 else 3 * per_caller)
+                out["mean_batch_size"] = float(np.mean(sizes))
+                batch[f"{service}, {callers} callers"] = out
+        endpoints.close()
+    return {"rows": rows, "batching": batch}
+
+
+def goals(echo: dict[str, Any], w2v: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's goal table, from this run's figures."""
+    t, lat = echo["throughput"], echo["latency"]
+    floor16 = t["thespian ask (floor)"]["16"]["per_s"]
+    rows, bare = w2v["rows"], w2v["rows"]
+    b = w2v["batching"]
+    over = {s: rows[f"route_task, {s}"]["p50_ms"] - bare[f"in-process, {s}"]["p50_ms"]
+            for s in ("1 s", "10 s")}
+    return {
+        "routed echo tasks/s at 16 callers / bare actor's asks/s from 16 threads": {
+            "value": t["route_task"]["16"]["per_s"] / floor16, "goal": ">= 0.5 (stretch 0.7)",
+            "before": t["Task to the router (before; external actors)"]["16"]["per_s"] / floor16,
+            "met": t["route_task"]["16"]["per_s"] / floor16 >= 0.5},
+        "route_task tasks/s, 4 callers / 1 caller": {
+            "value": t["route_task"]["4"]["per_s"] / t["route_task"]["1"]["per_s"], "goal": "> 1",
+            "before": t["Task to the router (before; external actors)"]["4"]["per_s"]
+            / t["Task to the router (before; external actors)"]["1"]["per_s"],
+            "met": t["route_task"]["4"]["per_s"] > t["route_task"]["1"]["per_s"]},
+        "route_task p50, no context / bare ask": {
+            "value": lat["route_task, no context"]["p50_ms"] / lat["thespian ask (floor)"]["p50_ms"],
+            "goal": "<= 2",
+            "before": lat["Task to the router, no context (before)"]["p50_ms"]
+            / lat["thespian ask (floor)"]["p50_ms"],
+            "met": lat["route_task, no context"]["p50_ms"]
+            <= 2 * lat["thespian ask (floor)"]["p50_ms"]},
+        "route_task p50 with context / without": {
+            "value": lat["route_task, with context"]["p50_ms"] / lat["route_task, no context"]["p50_ms"],
+            "goal": "<= 1.15",
+            "before": lat["Task to the router, with context (before)"]["p50_ms"]
+            / lat["Task to the router, no context (before)"]["p50_ms"],
+            "met": lat["route_task, with context"]["p50_ms"]
+            <= 1.15 * lat["route_task, no context"]["p50_ms"]},
+        "tiny model end to end minus in-process, 1 s audio (ms)": {
+            "value": over["1 s"], "goal": "<= 1.5",
+            "before": rows["Task to the router, 1 s (before)"]["p50_ms"] - bare["in-process, 1 s"]["p50_ms"],
+            "met": over["1 s"] <= 1.5},
+        "tiny model end to end minus in-process, 10 s audio (ms)": {
+            "value": over["10 s"], "goal": "<= 1.5",
+            "before": rows["Task to the router, 10 s (before)"]["p50_ms"] - bare["in-process, 10 s"]["p50_ms"],
+            "met": over["10 s"] <= 1.5},
+        "mean batch, tiny model, 8 callers": {
+            "value": b["asr, 8 callers"]["mean_batch_size"], "goal": ">= 5", "before": 3.7,
+            "met": b["asr, 8 callers"]["mean_batch_size"] >= 5},
+        "p50 at 1 caller, batching on / max_batch_size=1": {
+            "value": b["asr, 1 callers"]["p50_ms"] / b["asr_unbatched, 1 callers"]["p50_ms"],
+            "goal": "about 1 (a lone task does not wait)", "before": None, "met": None},
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    echo = echo_figures(quick)
+    w2v = wav2vec2_figures(quick)
+    for name, by_callers in echo["throughput"].items():
+        print_table(f"fast path: {name}, tasks/s by callers",
+                    {f"{c} callers": r for c, r in by_callers.items()})
+    print_table("fast path: one thread", echo["latency"], floor="thespian ask (floor)")
+    print_table("fast path: tiny wav2vec2", w2v["rows"])
+    print_table("fast path: tiny wav2vec2 batching (1 s audio)", w2v["batching"])
+    table = goals(echo, w2v)
+    print("\n## issue 14 goals (this run)")
+    for name, g in table.items():
+        before = "" if g["before"] is None else f" (before: {g['before']:.2f})"
+        print(f"{name}: {g['value']:.2f}{before}; goal {g['goal']}; met: {g['met']}")
+    results = {"echo": echo, "wav2vec2": w2v, "goals": table}
+    path = write_results("fast_path", results)
+    print(f"\nresults: {path}")
+    return results
