@@ -48,8 +48,8 @@ def service_settings(folder: Path, batch: int, delay_ms: float) -> dict[str, Any
             "max_audio_seconds": 30, "task_timeout_s": 120}
 
 
-def in_process(folder: Path, seconds: float, n: int) -> tuple[dict[str, float], float]:
-    """The same service class, called directly: the time the runtime cannot remove."""
+def in_process_service(folder: Path) -> tuple[Any, float]:
+    """The same service class, in this process and initialized; its load time in s."""
     import torch
 
     from messages.validation import build_settings
@@ -63,6 +63,12 @@ def in_process(folder: Path, seconds: float, n: int) -> tuple[dict[str, float], 
     service.initialize()
     load_s = time.perf_counter() - started
     torch.set_num_threads(TORCH_THREADS)
+    return service, load_s
+
+
+def in_process(folder: Path, seconds: float, n: int) -> tuple[dict[str, float], float]:
+    """The same service class, called directly: the time the runtime cannot remove."""
+    service, load_s = in_process_service(folder)
     task = Task(id="bare", type="speech-to-text", data={"audio": clip(seconds)})
     stats = time_calls(lambda i: service.execute_batch([task]), n, warmup=2)
     service.shutdown()

@@ -86,6 +86,9 @@ class RouteReplica:
         self._default_timeout_s: float | None = None   # None: not in step (yet, or any more)
         self._lost: OrderedDict[tuple[str, int], tuple[str, ErrorCode]] = OrderedDict()
         self.context: Any = None
+        # The host connection's epoch of the set-up (host/connection.py): a table of a
+        # start of the runtime that went away routes nothing, even before its reset.
+        self._epoch: int | None = None
 
     @property
     def ready(self) -> bool:
@@ -96,10 +99,12 @@ class RouteReplica:
         with self._lock:
             self._default_timeout_s = None
 
-    def apply(self, msg: Any) -> bool:
-        """Apply what the router would apply; False for a message of no concern here."""
+    def apply(self, msg: Any, epoch: int | None = None) -> bool:
+        """Apply what the router would apply; False for a message of no concern here.
+        ``epoch``: the connection's, for a set-up."""
         with self._lock:
             if isinstance(msg, RouterSetup):
+                self._epoch = epoch
                 self._table = RouteTable(routes={})
                 self._table.set_routes(msg.routes)
                 for entry in msg.directory:
@@ -130,11 +135,13 @@ class RouteReplica:
                 return False
             return True
 
-    def target(self, task: Task, service: str | None = None) -> Target | None:
+    def target(self, task: Task, service: str | None = None,
+               epoch: int | None = None) -> Target | None:
         """Where the router would send ``task`` (to ``service`` for ExecuteTask), or
-        None when the router must decide (it also gives every refusal)."""
+        None when the router must decide (it also gives every refusal, and routes
+        while the table is of another ``epoch`` of the host's connection)."""
         with self._lock:
-            if self._default_timeout_s is None:
+            if self._default_timeout_s is None or (epoch is not None and epoch != self._epoch):
                 return None
             try:
                 name = service if service is not None else \
@@ -184,7 +191,8 @@ class DirectPath:
         self.context.stop()
 
     def run(self, task: Task, service: str | None, timeout: float | None) -> TaskResult | None:
-        target = self.replica.target(task, service)
+        epoch = self._system._conn.epoch  # the start of the runtime the replica's target is of
+        target = self.replica.target(task, service, epoch)
         if target is None:
             return None
         context_ms = 0.0
@@ -197,9 +205,12 @@ class DirectPath:
                 task = task.with_context(context)
         started = time.monotonic()
         self.sent += 1
-        result = self._send(task, target, timeout or target.timeout_s + self._reply_margin_s)
+        result = self._send(task, target, timeout or target.timeout_s + self._reply_margin_s,
+                            epoch)
         if result is None:
-            return None  # refused unrun by a generation a config apply replaced: the router knows
+            # Refused unrun by a generation a config apply replaced, or the runtime was
+            # restarted since the target was chosen: the router knows.
+            return None
         total_ms = (time.monotonic() - started) * 1000 + context_ms
         m = result.metrics
         result = result.with_metrics(
@@ -210,11 +221,14 @@ class DirectPath:
             self._store_history(task, result, target.service)
         return result
 
-    def _send(self, task: Task, target: Target, wait: float) -> TaskResult | None:
+    def _send(self, task: Task, target: Target, wait: float,
+              target_epoch: int) -> TaskResult | None:
         system, conn = self._system, self._system._conn
         deadline = time.monotonic() + wait
         try:
             epoch, _ = conn.wait_connected(deadline, "Task")
+            if epoch != target_epoch:
+                return None  # the target is of a start of the runtime that went away
             endpoint = system._endpoint(epoch)
             endpoint.tell(target.address, task)
             while True:
@@ -329,7 +343,7 @@ class RouteFeed:
             reply = endpoint.listen(SUBSCRIBE_S)  # an update that overtook it is in the set-up
         if reply is None:
             return
-        path.replica.apply(reply)
+        path.replica.apply(reply, epoch)
         try:
             while not self._stop.is_set() and conn.epoch == epoch:
                 msg = endpoint.listen(FEED_POLL_S)

@@ -4,7 +4,7 @@ exactly what the actor would, and says when only the actor can answer."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import context.replica as replica_module
 from context import ContextManager, ContextSettings
@@ -82,8 +82,10 @@ def run(op, m: ContextManager, clock: FakeClock) -> None:
         pass  # not found, and the like: the store said no, as it would
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(before=writes(), during=writes(), after=writes(), page=st.sampled_from([1, 2, 3, 100]))
+@example(before=[("store", f"i{n}", None, "prompt", {"sample_rate": 8000}, None) for n in range(3)],
+         during=[("update", "i0", {"sample_rate": 16000})], after=[], page=1)  # a shift mid-read
 def test_the_copy_answers_as_the_actor_would(monkeypatch, before, during, after, page):
     monkeypatch.setattr(replica_module, "PAGE", page)
     clock = FakeClock()
