@@ -26,6 +26,7 @@ from messages.service import (
 from messages.task import Task, TaskMetrics, TaskResult, effective_timeout_s
 from messages.validation import build_settings
 from services.model_service import ModelService
+from runtime.capabilities import meets
 from runtime.shared_arrays import Mappings
 from services.registry import load_kind
 
@@ -44,6 +45,12 @@ class ServiceActor(GrymActor, Actor):
         GetStatus: "on_get_status", GetMetrics: "on_get_metrics", Shutdown: "on_shutdown",
         WatchMessage: "on_watch", WakeupMessage: "on_wakeup", ActorExitRequest: "on_exit",
     }
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict, requirements: dict) -> bool:
+        """Thespian's question, asked by each actor system of the convention: may the
+        service start here? The supervisor's requirements name the member it chose."""
+        return meets(capabilities, requirements) is None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

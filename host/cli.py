@@ -11,6 +11,9 @@
     context store|get|query|delete|stats ...
     logs [--tail N] [--follow]  where the logs are (their last lines; new ones as they come)
     check-config F            validate a config file without starting anything
+    join LEADER_HOST:PORT [--port P] [--name N]
+                              make this host a member of the runtime at LEADER (its
+                              services with ``requires`` may run here); foreground
 
 Every command finds the runtime by ``--port``, else by the admin port in
 ``--config``, else on 19500. Exit status: 0 done; 1 the runtime could not do
@@ -193,6 +196,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with connect(args) as system:
         supervisor_pid, last_apply = system.info.pid, system.info.last_apply
+        members = system.info.members
         infos = {s.name: s for s in system.services()}
         metrics = {m.name: m for m in system.metrics()}
         try:
@@ -203,28 +207,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, info in infos.items():
         m = metrics.get(name)
         rows.append({"service": name, "kind": info.kind, "state": info.status.value,
-                     "restarts": info.restarts, "pid": info.pid,
+                     "member": info.member, "restarts": info.restarts, "pid": info.pid,
                      "queue": m.queue_depth if m else None, "requests": m.requests if m else None,
                      "errors": m.errors if m else None,
                      "p50_ms": round(m.latency_p50_ms, 2) if m else None,
                      "p99_ms": round(m.latency_p99_ms, 2) if m else None,
                      "rss_mb": round(m.rss_bytes / 1e6, 1) if m else None,
                      "last_error": info.last_error})
+    member_rows = [{"member": m.name, "address": m.address,
+                    "role": "leader" if m.local else "member", "up": m.up,
+                    "cores": m.capabilities.get("cores"),
+                    "memory_gb": round(m.capabilities.get("memory", 0) / 1e9, 1),
+                    "gpu": m.capabilities.get("gpu"),
+                    "cuda_devices": m.capabilities.get("cuda_devices"),
+                    "services": ", ".join(m.services)} for m in members]
     context = None if stats is None else {"items": stats.items, "bytes": stats.bytes,
                                           "evictions": stats.evictions,
                                           "expirations": stats.expirations}
     http = serving_http_url(args)
     if args.json:
-        print(json.dumps({"services": rows, "context": context, "supervisor_pid": supervisor_pid,
-                          "http": http, "last_apply": last_apply}, indent=2))
+        print(json.dumps({"services": rows, "members": member_rows, "context": context,
+                          "supervisor_pid": supervisor_pid, "http": http,
+                          "last_apply": last_apply}, indent=2))
         return 0
-    header = ("service", "kind", "state", "restarts", "queue", "requests", "errors", "p50_ms",
-              "p99_ms", "rss_mb", "last_error")
-    cells = [{h: _cell(r[h]) for h in header} for r in rows]
-    widths = [max(len(h), *(len(c[h]) for c in cells)) for h in header]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    for c in cells:
-        print("  ".join(c[h].ljust(w) for h, w in zip(header, widths)).rstrip())
+    _table(rows, ("service", "kind", "state", "member", "restarts", "queue", "requests",
+                  "errors", "p50_ms", "p99_ms", "rss_mb", "last_error"))
+    if len(member_rows) > 1:  # the leader alone: nothing to say
+        print()
+        _table(member_rows, ("member", "address", "role", "up", "cores", "memory_gb", "gpu",
+                             "cuda_devices", "services"))
     if context:
         print(f"\ncontext store: {context['items']} items, {context['bytes'] / 1e6:.2f} MB, "
               f"{context['evictions']} evicted, {context['expirations']} expired")
@@ -233,6 +244,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if last_apply:
         print(f"last apply: {last_apply}")
     return 0
+
+
+def _table(rows: list[dict[str, Any]], header: tuple[str, ...]) -> None:
+    cells = [{h: _cell(r[h]) for h in header} for r in rows]
+    widths = [max(len(h), *(len(c[h]) for c in cells)) for h in header]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    for c in cells:
+        print("  ".join(c[h].ljust(w) for h, w in zip(header, widths)).rstrip())
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from .member import join, membership
+    return join(membership(args.leader, args.config, args.port, args.name), args.ready_file)
 
 
 def _cell(value: Any, width: int = 60) -> str:
@@ -478,13 +502,19 @@ def parser() -> argparse.ArgumentParser:
                       help="keep printing new lines (follows a rotated file), until Ctrl-C")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
+    join = sub.add_parser("join", parents=[common],
+                          help="make this host a member of a runtime (foreground); --port: "
+                               "this member's admin port, --config: its [system] table")
+    join.add_argument("leader", help="LEADER_HOST:PORT, the runtime's admin")
+    join.add_argument("--name", help="this member's name (default: HOST:PORT)")
+    join.add_argument("--ready-file", help="write the ready line here, not to stdout")
     return p
 
 
 COMMANDS = {"start": cmd_start, "serve": cmd_serve, "stop": cmd_stop, "apply": cmd_apply,
             "restart": cmd_restart,
             "status": cmd_status, "submit": cmd_submit, "context": cmd_context, "logs": cmd_logs,
-            "check-config": cmd_check_config}
+            "check-config": cmd_check_config, "join": cmd_join}
 
 
 def main(argv: list[str] | None = None) -> int:

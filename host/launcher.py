@@ -36,6 +36,7 @@ import structlog
 from thespian.actors import ActorSystemException
 
 from runtime import frames
+from runtime.capabilities import START_METHOD_ENV, advertised, default_name
 from runtime.logs import configure_logging
 from runtime.network import restrict_bind
 from runtime.processes import RUNTIME_ID, runtime_processes  # noqa: F401 - re-exported
@@ -72,6 +73,16 @@ def port_in_use(address: str, port: int) -> bool:
 def capabilities(config: SystemConfig) -> dict[str, Any]:
     return {"Admin Port": config.system.admin_port,
             "Process Startup Method": config.system.start_method}
+
+
+def leader_capabilities(config: SystemConfig) -> dict[str, Any]:
+    """The runtime's own admin: the leader of its Thespian convention (members started by
+    ``run.py join`` register with it), advertising what this host offers
+    (runtime.capabilities) for the placement of services with requirements."""
+    sys_cfg = config.system
+    own = f"{sys_cfg.bind_address}:{sys_cfg.admin_port}"
+    return advertised(default_name(sys_cfg.admin_port), sys_cfg.bind_address,
+                      sys_cfg.admin_port, sys_cfg.start_method, leader=own)
 
 
 def start_runtime(config: SystemConfig, log_format: str = "json", log_to_file: bool = True):
@@ -145,7 +156,9 @@ def start_actor_system(config: SystemConfig, log_format: str = "json", log_to_fi
     log_defs = configure_logging(str(log_dir / "grym.log") if log_to_file else None,
                                  config.logging.format or log_format, config.logging.level)
     restrict_bind(sys_cfg.bind_address)
-    asys = ActorSystem(SYSTEM_BASE, capabilities(config), logDefs=log_defs, transientUnique=True)
+    os.environ[START_METHOD_ENV] = sys_cfg.start_method  # every actor knows how it was started
+    offered = leader_capabilities(config)
+    asys = ActorSystem(SYSTEM_BASE, offered, logDefs=log_defs, transientUnique=True)
     if not _admin_is_ours(sys_cfg.admin_port):
         # Another runtime's admin bound the port between our check and our
         # admin's start, and Thespian joined it: leave it alone (no shutdown).
@@ -153,7 +166,8 @@ def start_actor_system(config: SystemConfig, log_format: str = "json", log_to_fi
                         "runtime while this one started", {"key": "system.admin_port"})
     try:
         supervisor = asys.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_GLOBAL_NAME)
-        reply = asys.ask(supervisor, StartSystem(config.raw, launcher_pid=os.getpid()),
+        reply = asys.ask(supervisor, StartSystem(config.raw, launcher_pid=os.getpid(),
+                                                 capabilities=offered),
                          sys_cfg.start_timeout_s)
     except BaseException:
         asys.shutdown()
@@ -323,6 +337,8 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
     try:
         metrics = start_metrics(config, asys, info)
         http = start_http(config, asys, info)
+        if metrics and http:  # the HTTP API's handle: its calls and retries on /metrics
+            metrics[1].client = lambda: http.state.system.client_metrics()
     except Exception as exc:  # noqa: BLE001 - e.g. the port was taken since the check
         stop_actor_system(asys, info.supervisor, drain_s=1.0)
         end_leftovers(timeout_s=5.0)

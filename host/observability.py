@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
@@ -37,6 +37,9 @@ class RuntimeCollector:
         self._timeout_s = timeout_s
         self._scrape_errors = 0
         self._lock = threading.Lock()
+        # The launcher's own host handle (the HTTP API's), whose calls and retries are
+        # served too: ``ServiceSystem.client_metrics``, or None.
+        self.client: Callable[[], dict[str, Any]] | None = None
 
     def retarget(self, asys: Any, supervisor: Any) -> None:
         """After the launcher restarted the runtime."""
@@ -63,6 +66,8 @@ class RuntimeCollector:
         errors.add_metric([], self._scrape_errors)
         yield errors
         yield rejected_frames_family(frames.rejected_frames())
+        if self.client is not None:
+            yield from client_families(self.client())
 
     def _ask(self, endpoint: Any, address: Any, msg: Any, kind: type) -> Any:
         deadline = time.monotonic() + self._timeout_s
@@ -113,6 +118,26 @@ def rejected_frames_family(counts: dict[str, int]) -> Metric:
     for reason, n in sorted(counts.items()):
         family.add_metric([reason], n)
     return family
+
+
+def client_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
+    """A host handle's own counts (``ServiceSystem.client_metrics()``): its calls by
+    operation and outcome, its retries, and its re-joins of a restarted runtime."""
+    calls = CounterMetricFamily("grym_client_calls", "Host API calls by operation and outcome",
+                                labels=["op", "outcome"])
+    for key, n in sorted(snapshot["calls"].items()):
+        op, _, result = key.rpartition(":")
+        calls.add_metric([op, result], n)
+    retries = CounterMetricFamily("grym_client_retries", "Calls sent again by the retry "
+                                  "policy", labels=["op"])
+    for op, n in sorted(snapshot["retries"].items()):
+        retries.add_metric([op], n)
+    throttled = CounterMetricFamily("grym_client_retries_throttled", "Retries the retry "
+                                    "budget refused")
+    throttled.add_metric([], snapshot["retries_throttled"])
+    rejoins = CounterMetricFamily("grym_client_rejoins", "Re-joins of a restarted runtime")
+    rejoins.add_metric([], snapshot["rejoins"])
+    yield from (calls, retries, throttled, rejoins)
 
 
 def health_family(health: HealthReport) -> Metric:

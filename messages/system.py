@@ -69,9 +69,13 @@ class StartSystem(Message):
     # The launcher's process: the supervisor ends the whole runtime when it is gone, so
     # that no runtime keeps serving on the port without its watcher (kill -9 of the launcher).
     launcher_pid: int | None = None
+    # What the leader's actor system advertises (runtime.capabilities): where services
+    # with requirements may run besides the members that join its convention.
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         require(isinstance(self.config, Mapping), "config", "must be a mapping")
+        require(isinstance(self.capabilities, Mapping), "capabilities", "must be a mapping")
         require(self.launcher_pid is None or is_int(self.launcher_pid), "launcher_pid",
                 "must be an integer or None")
 
@@ -100,6 +104,20 @@ class ServiceInfo(Message):
     task_timeout_s: float | None = None  # the service's own default deadline for a task
     version: str | None = None           # from its table; its id (``name``) is name@version
     address: Any = None   # the service actor's, while it is up: hosts send tasks straight to it
+    member: str | None = None            # the convention member it runs on (its name)
+
+
+@dataclass(frozen=True)
+class MemberInfo(Message):
+    """An actor system of the runtime's convention, as the supervisor sees it: the
+    leader's own (``local``) or a member's (``run.py join``)."""
+
+    name: str
+    address: str | None                  # where its admin listens, host:port
+    local: bool
+    up: bool                             # answers the supervisor's pings
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+    services: tuple[str, ...] = ()       # the services running there
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,7 @@ class SystemInfo(Message):
     incarnation: str = ""
     admin_pid: int | None = None
     last_apply: str | None = None        # what the last config apply did, or why it failed
+    members: tuple[MemberInfo, ...] = ()  # the leader's actor system first, then each member
 
     def validate(self) -> None:
         require_seconds(self.default_task_timeout_s, "default_task_timeout_s", allow_none=False)

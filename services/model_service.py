@@ -46,6 +46,13 @@ class ModelService:
     # processes, so that a (re)started service does not pay for the import.
     preload_modules: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def requirements(cls, settings: Any) -> Mapping[str, Any]:
+        """What a host must offer to run a service with ``settings``, as a ``requires``
+        table (runtime.capabilities.REQUIREMENTS), beyond the service's own ``requires``:
+        a kind on a CUDA device needs a GPU and the spawn start method. Default: nothing."""
+        return {}
+
     def __init__(self, name: str, settings: Any, *, max_memory: int | None = None):
         self.name = name
         self.settings = settings

@@ -8,6 +8,13 @@ to do about an exit or a bad heartbeat is decided by plain policy classes
 (restart_policy, health_policy); this actor carries their decisions out and
 tells the router. Applying a new configuration (ApplyConfig) is planned by
 ``plan`` and carried out by the ``Rollouts`` mixin (rollout.py).
+
+Services with requirements (a ``requires`` table, or a CUDA device) run on a
+member of the leader's Thespian convention that meets them (placement.py):
+created with ``targetActorRequirements`` naming that member, so Thespian's
+admin forwards the creation there; the supervisor stays their parent. It pings
+each member's admin on the heartbeat and places a lost member's services
+again. Only the leader's own processes are killed by pid.
 """
 from __future__ import annotations
 
@@ -19,7 +26,10 @@ import time
 from collections import deque
 from typing import Any
 
-from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
+from thespian.actors import (
+    Actor, ActorExitRequest, ActorSystemConventionUpdate, ChildActorExited, WakeupMessage,
+)
+from thespian.system.messages.admin import QueryAck, QueryExists
 
 from actors.base import GrymActor
 from messages.base import Message
@@ -33,7 +43,7 @@ from messages.service import (
 from messages.system import (
     ApplyConfig, Drain, DrainDone, ErrorReply, GetHealth, GetRoutes, GetService, GetServiceMetrics,
     GetSystemInfo, HealthCause, HealthEvent, HealthEventKind, HealthReport, ListServices,
-    MetricsReport, RestartService, Routes, ServiceList, ShutdownSystem, StartSystem, Subscribed,
+    MemberInfo, MetricsReport, RestartService, Routes, ServiceList, ShutdownSystem, StartSystem, Subscribed,
     SubscribeHealth, SubscribeRoutes, SystemInfo, SystemStopped, SystemStopping,
     RoutesApplied, UnsubscribeHealth, UnsubscribeRoutes,
 )
@@ -45,6 +55,7 @@ from .children import (
 )
 from .config import SystemConfig
 from .health_policy import HealthTracker
+from .placement import Convention, Member
 from .rollout import Rollouts
 
 S = ServiceStatus
@@ -67,6 +78,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
         ServiceStopped: "on_service_stopped", RestartService: "on_restart_service",
         SubscribeRoutes: "on_subscribe_routes", UnsubscribeRoutes: "on_unsubscribe_routes",
         ApplyConfig: "on_apply", RoutesApplied: "on_routes_applied",
+        ActorSystemConventionUpdate: "on_convention", QueryAck: "on_member_answer",
     }
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -95,6 +107,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
         self.shutting_down = False
         # Marks control messages as ours (see TaskRouter._from_supervisor).
         self.token = secrets.token_hex(16)
+        self.convention: Convention | None = None
         self._init_rollouts()
 
     # -- start-up -----------------------------------------------------------------
@@ -105,6 +118,8 @@ class Supervisor(Rollouts, GrymActor, Actor):
         self.config = SystemConfig.from_dict(msg.config)
         self.starter = self.launcher = sender
         self.launcher_pid = msg.launcher_pid
+        self.convention = Convention.of(msg.capabilities, self.config.health.missed_heartbeats)
+        self.notifyOnSystemRegistrationChanges(True)  # members joining and leaving
         preload(self.config)  # model libraries, before forking service processes
         self.core = {spec.name: Child.of(spec) for spec in core_children()}
         self.services = {name: Child.of(service_child(spec))
@@ -157,10 +172,52 @@ class Supervisor(Rollouts, GrymActor, Actor):
         child.reported = False
         child.health = HealthTracker(config.health, spec.max_memory,
                                      started_at=time.monotonic())
-        child.address = self.createActor(spec.actor_class)
+        requirements = spec.service.placement() if spec.service else {}
+        try:
+            member = self.convention.place(requirements, self._load()) if requirements \
+                else self.convention.local
+        except ServiceUnavailable as exc:
+            self._unplaceable(child, exc.message)
+            return
+        child.member, child.local, child.unplaced = member.name, member.local, False
+        # Named by its member, the child is created there: by Thespian's admin, which
+        # asks the class's actorSystemCapabilityCheck (ServiceActor) of each system.
+        child.address = self.createActor(spec.actor_class, targetActorRequirements={
+            **requirements, "member": member.name} if requirements else None)
         self.send(child.address, spec.setup(child, self._spawn_env(config)))
         self._announce(child)
-        self.log.info("child_started", child=child.name, generation=child.generation)
+        self.log.info("child_started", child=child.name, generation=child.generation,
+                      member=child.member)
+
+    def _unplaceable(self, child: Child, reason: str) -> None:
+        """No member meets the child's requirements: it fails at once, with the reason
+        (a restart would fail the same way); a member that joins later starts it."""
+        child.address, child.pid, child.member = None, None, None
+        child.last_error, child.unplaced = reason, True
+        self.log.error("child_unplaceable", child=child.name, reason=reason)
+        if self._rollout_child_down(child, reason, ErrorCode.SERVICE_UNAVAILABLE):
+            return  # a staged child: the apply is aborted with the reason
+        child.status = S.FAILED
+        self._event(E.SERVICE_FAILED, child, reason)
+        self._announce(child, (reason, ErrorCode.SERVICE_UNAVAILABLE))
+        self._answer_waiters(child)
+        self._maybe_ready()
+
+    def _load(self) -> dict[str, int]:
+        """How many children run on each member (placement spreads them)."""
+        load: dict[str, int] = {}
+        for child in self._children():
+            if child.address is not None and child.member is not None:
+                load[child.member] = load.get(child.member, 0) + 1
+        return load
+
+    def _end_process(self, child: Child) -> None:
+        """Make sure a child's process ends: by pid on the leader's host; a member's
+        child is asked to exit (its pid means nothing here)."""
+        if child.local:
+            kill_process(child.pid)
+        elif child.address is not None:
+            self.send(child.address, ActorExitRequest())
 
     def _spawn_env(self, config: SystemConfig | None = None) -> SpawnEnv:
         return SpawnEnv(config=config or self.config, token=self.token,
@@ -266,7 +323,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
         """A child is gone or must go: make sure of it, tell the router, decide a restart.
 
         ``code`` is what the callers of its tasks in flight get."""
-        kill_process(child.pid)
+        self._end_process(child)
         child.address, child.pid = None, None
         child.last_error = reason
         if self.shutting_down:
@@ -297,15 +354,69 @@ class Supervisor(Rollouts, GrymActor, Actor):
         self._answer_waiters(child)
         self._maybe_ready()
 
+    # -- the convention's members ------------------------------------------------------------
+    def on_convention(self, msg: ActorSystemConventionUpdate, sender: Any) -> None:
+        """Thespian's word that an actor system joined the leader's convention or left it."""
+        if not msg.remoteAdded:
+            member = self.convention.left(msg.remoteAdminAddress)
+            if member is not None:
+                self._member_lost(member, "it left the convention")
+            return
+        try:
+            member = self.convention.joined(msg.remoteAdminAddress, msg.remoteCapabilities or {})
+        except ServiceUnavailable as exc:
+            self.log.error("member_refused", reason=exc.message)
+            return
+        self.log.info("member_joined", member=member.name, capabilities=member.capabilities)
+        self._place_unplaced(f"member {member.name} joined")
+
+    def on_member_answer(self, msg: QueryAck, sender: Any) -> None:
+        member = self.convention.answered(sender)
+        if member is not None:
+            self.log.info("member_back", member=member.name)
+            self._place_unplaced(f"member {member.name} answers again")
+
+    def _ping_members(self) -> None:
+        ping, lost = self.convention.tick()
+        for member in lost:
+            self._member_lost(member, f"missed {self.config.health.missed_heartbeats} pings")
+        for member in ping:
+            self.send(member.address, QueryExists())
+
+    def _member_lost(self, member: Member, why: str) -> None:
+        """A member left or stopped answering: its children are down (its processes may be
+        gone with it), and are placed again on the members that remain."""
+        self.log.warning("member_lost", member=member.name, reason=why)
+        for child in self._children():
+            if child.member == member.name and not child.local and child.address is not None:
+                self._child_down(child, f"its member {member.name} was lost: {why}",
+                                 ErrorCode.SERVICE_UNAVAILABLE)
+
+    def _place_unplaced(self, why: str) -> None:
+        """Start again the services that failed because no member met their requirements."""
+        if self.shutting_down:
+            return
+        for child in self.services.values():
+            if child.unplaced and child.status is S.FAILED:
+                child.restart.restart_by_request()
+                self._event(E.SERVICE_RESTARTED, child, f"{why}; it had failed: {child.last_error}")
+                self._spawn(child)
+
+    def _members_info(self) -> tuple[MemberInfo, ...]:
+        return tuple(m.info(tuple(c.name for c in self._children()
+                                  if c.member == m.name and c.address is not None))
+                     for m in self.convention.members())
+
     # -- health -----------------------------------------------------------------------
     def _heartbeat_tick(self) -> None:
         if process_gone(self.launcher_pid):
             self._launcher_gone()
+        self._ping_members()  # first: a lost member's children are placed elsewhere
         seq = next(self.heartbeat_seq)
         for child in self._children():
             if child.address is None:
                 continue
-            if process_gone(child.pid):
+            if child.local and process_gone(child.pid):
                 self._child_gone(child, "process died (found by heartbeat)")
                 continue
             if child.status is S.STOPPING:
@@ -438,7 +549,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
             core=tuple(c.info() for c in self.core.values()),
             log_dir=str(self.config.log_dir()), pid=os.getpid(),
             admin_port=self.config.system.admin_port, last_apply=self.last_apply, incarnation=self.incarnation,
-            admin_pid=os.getppid())  # Thespian's admin is every top-level actor's parent
+            admin_pid=os.getppid(), members=self._members_info())  # Thespian's admin is every top-level actor's parent
 
     # -- metrics --------------------------------------------------------------------------
     def on_get_metrics(self, msg: GetServiceMetrics, sender: Any) -> None:
@@ -539,7 +650,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
         elif child.status is S.STOPPING and child.generation == generation:
             self.log.warning("child_shutdown_timeout", child=child.name,
                              shutdown_s=child.spec.shutdown_s)
-            kill_process(child.pid)
+            self._end_process(child)
             child.status = S.OFFLINE
             self._maybe_stopped()
 
@@ -576,5 +687,5 @@ class Supervisor(Rollouts, GrymActor, Actor):
         the port is free for the new one."""
         self.log.error("launcher_gone_ending_runtime", launcher_pid=self.launcher_pid)
         for child in self._children():
-            kill_process(child.pid)
+            self._end_process(child)
         end_runtime()

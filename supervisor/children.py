@@ -91,6 +91,11 @@ class Child:
     # removed, on its way out (never restarted).
     staged: bool = False
     retiring: bool = False
+    # Where it runs (supervisor/placement.py): the member's name, and whether that is the
+    # leader's own actor system, whose processes the supervisor may kill by pid.
+    member: str | None = None
+    local: bool = True
+    unplaced: bool = False               # failed because no member met its requirements
 
     @classmethod
     def of(cls, spec: ChildSpec) -> "Child":
@@ -107,7 +112,7 @@ class Child:
                            pid=self.pid, last_error=self.last_error,
                            task_timeout_s=service.task_timeout_s if service else None,
                            version=service.version if service else None,
-                           address=self.address)
+                           address=self.address, member=self.member)
 
 
 # -- the specs ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from messages.system import (
     VERSION_SEPARATOR, is_route, route_targets, service_id, split_service_id,
 )
 from messages.validation import build_settings, check, is_int, is_number, parse_size
+from runtime.capabilities import REQUIREMENTS
 from services.registry import load_kind
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
@@ -203,8 +204,12 @@ class ServiceSpec:
     max_memory: int | str | None = None  # resident bytes, or a size such as "2GB"; above it: degraded
     fetch_context: bool = True
     warmup: bool = True               # run the kind's warm-up inputs before it is online
+    # What the actor system it runs on must offer (runtime.capabilities.REQUIREMENTS), such as
+    # {gpu = true}: the supervisor places it on a member of the convention that meets it.
+    requires: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "requires", _requirements(self.requires))
         check(self.version is None or (isinstance(self.version, str)
                                        and bool(_VERSION.match(self.version))),
               "version", f"must be a string of letters, digits, '.', '_' or '-' such as "
@@ -223,6 +228,35 @@ class ServiceSpec:
               "task_timeout_s", "must be > 0")
         if self.max_memory is not None:
             object.__setattr__(self, "max_memory", parse_size(self.max_memory, "max_memory"))
+
+
+    def placement(self) -> dict[str, Any]:
+        """Where it may run: its ``requires``, and what its kind's settings need (a CUDA
+        device needs a GPU and spawn); empty: anywhere, which is the leader."""
+        return {**load_kind(self.kind).requirements(self.settings), **self.requires}
+
+
+def _requirements(table: Any) -> dict[str, Any]:
+    """A ``requires`` table, checked: known keys, each with a value of its kind."""
+    check(isinstance(table, Mapping), "requires", "must be a table such as {gpu = true}")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        rule = REQUIREMENTS.get(key)
+        check(rule is not None, f"requires.{key}",
+              f"unknown requirement (known: {', '.join(sorted(REQUIREMENTS))})")
+        if rule.compare == "flag":
+            ok = isinstance(value, bool)
+        elif key == "memory":
+            value = parse_size(value, f"requires.{key}")
+            ok = True
+        elif rule.compare == "at_least":
+            ok = is_int(value) and value >= 1
+        else:
+            ok = isinstance(value, str) and value != "" and \
+                (key != "start_method" or value in START_METHODS)
+        check(ok, f"requires.{key}", f"must be {rule.what}, got {value!r:.80}")
+        out[key] = value
+    return out
 
 
 _RESTART_KEYS = frozenset(f.name for f in dataclasses.fields(RestartSettings))
@@ -360,8 +394,11 @@ class SystemConfig:
                   f"runs as {spec.name!r}, as another table does; give each version its own")
             services[spec.name] = spec
         routes = _routes(services, dict(data.get("routes", {})))
+        system = build_settings(SystemSettings, data.get("system"), "system")
+        for spec in services.values():
+            _check_start_method(spec, system)
         return cls(
-            system=build_settings(SystemSettings, data.get("system"), "system"),
+            system=system,
             health=build_settings(HealthSettings, data.get("health"), "health"),
             services=services, routes=routes, context=_context_table(data.get("context")),
             metrics=build_settings(MetricsSettings, data.get("metrics"), "metrics"),
@@ -369,6 +406,20 @@ class SystemConfig:
             logging=build_settings(LoggingSettings, data.get("logging"), "logging"),
             raw=data,
         )
+
+
+def _check_start_method(spec: ServiceSpec, system: SystemSettings) -> None:
+    """A CUDA service on this host needs spawn: refused under fork, unless its ``requires``
+    places it on a member (whose own start method placement then checks)."""
+    needs = load_kind(spec.kind).requirements(spec.settings).get("start_method")
+    if needs and needs != system.start_method and not spec.requires:
+        name, _ = split_service_id(spec.name)
+        device = getattr(spec.settings, "device", None)
+        raise ConfigError(
+            f"services.{name}.device: {device!r} needs the {needs} start method (CUDA cannot "
+            f"start in a process made by {system.start_method}): set system.start_method = "
+            f"\"{needs}\", or place the service on a member that runs {needs} with requires = "
+            "{gpu = true}", {"key": f"services.{name}.device"})
 
 
 def _context_table(table: Mapping[str, Any] | None) -> dict[str, Any]:

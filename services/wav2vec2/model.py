@@ -21,6 +21,9 @@ import torch
 import transformers
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from runtime.capabilities import process_start_method
+from services.devices import select_device
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -66,11 +69,11 @@ def quiet_transformers() -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but torch sees no CUDA GPU")
-    return torch.device(name)
+    return torch.device(select_device(name, _cuda_count, process_start_method()))
+
+
+def _cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def load_model(source: str, device: torch.device, local_files_only: bool) -> LoadedModel:

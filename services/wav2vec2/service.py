@@ -9,8 +9,9 @@ result shapes.
 A batch is validated task by task (a bad task fails alone), then every valid
 task shares one padded forward pass: the logits and last hidden state serve
 all three analyses, and every layer's hidden states are kept only when some
-task asks for them. Device "cuda" needs the supervisor's spawn
-start method: CUDA cannot initialise in a forked process.
+task asks for them. Device "cuda" needs an actor system that starts actors
+with spawn (CUDA cannot initialise in a forked process): ``requirements``
+says so, and the supervisor places the service on one (services.devices).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 
 from messages.errors import ExecutionError, GrymError, InitError, ServiceUnavailable
 from messages.task import Task
+from services.devices import device_requirements
 from services.model_service import ModelService, Outcome
 
 from .analyses import build_result
@@ -53,6 +55,10 @@ class Wav2Vec2Service(ModelService):
     # ``import transformers`` alone is lazy: naming this module also imports the
     # wav2vec2 classes (~2 s), so forked services start warm. Nothing here runs torch.
     preload_modules = ("torch", "transformers", "services.wav2vec2.service")
+
+    @classmethod
+    def requirements(cls, settings: Wav2Vec2Settings) -> dict[str, Any]:
+        return device_requirements(settings.device)  # CUDA: a GPU, and spawn
 
     def __init__(self, name: str, settings: Wav2Vec2Settings, **runtime: Any):
         super().__init__(name, settings, **runtime)

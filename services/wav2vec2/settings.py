@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from messages.errors import ConfigError
 from messages.validation import check, is_int, require_seconds
-
-DEVICES = ("cpu", "cuda", "auto")
-_CUDA_INDEX = re.compile(r"^cuda:\d+$")
+from services.devices import DEVICES, is_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,10 +13,11 @@ class Wav2Vec2Settings:
     """What one wav2vec2 service loads and how it runs the model.
 
     ``model`` is a local checkpoint folder or a hub id. ``device`` "auto"
-    picks CUDA when torch sees a GPU; CUDA cannot start in a forked process,
-    so a GPU deployment needs the supervisor's spawn start
-    method. Queue, batching and ``max_memory`` are the runtime's keys of the
-    service (supervisor.config.ServiceSpec), not settings of the kind.
+    picks CUDA when torch sees a GPU and the process was not forked; CUDA
+    cannot start in a forked process, so "cuda" and "cuda:N" need the spawn
+    start method, and are placed on a member with a GPU (services.devices).
+    Queue, batching and ``max_memory`` are the runtime's keys of the service
+    (supervisor.config.ServiceSpec), not settings of the kind.
     """
 
     model: str = ""
@@ -32,8 +30,7 @@ class Wav2Vec2Settings:
         check(isinstance(self.model, str) and bool(self.model.strip()), "model",
               "required: a local checkpoint folder or a hub id such as "
               "'facebook/wav2vec2-base-960h'")
-        check(isinstance(self.device, str)
-              and (self.device in DEVICES or bool(_CUDA_INDEX.match(self.device))), "device",
+        check(is_device(self.device), "device",
               f"must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
         threads = self.torch_threads
         check(threads is None or (is_int(threads) and threads >= 1), "torch_threads",

@@ -48,6 +48,9 @@ def harness(actor_cls: type) -> Any:
         def wakeupAfter(self, delay: Any, payload: Any = None) -> None:
             self.timers.append((delay, payload))
 
+        def notifyOnSystemRegistrationChanges(self, startHandling: bool = True) -> None:
+            self.convention_notices = startHandling  # the admin would send them
+
     Recorded.__name__ = actor_cls.__name__
     return Recorded()
 

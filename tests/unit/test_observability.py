@@ -94,3 +94,20 @@ def test_a_late_answer_is_skipped_and_a_silent_part_left_out():
     assert "grym_scrape_errors_total 1.0" in text
     # No label carries a task id or an item id: series stay bounded.
     assert '"t"' not in text
+
+
+def test_the_launchers_own_handle_shows_its_calls_and_retries():
+    from host.retry import ClientMetrics
+    counts = ClientMetrics()
+    counts.count("store", "ok")
+    counts.count("task", "SERVICE_UNAVAILABLE")
+    counts.retried("store")
+    counts.rejoins = 1
+    collector = RuntimeCollector(FakeSystem(FakeEndpoint({}, stale=[])), "sup", timeout_s=0.05)
+    collector.client = lambda: counts.snapshot({})
+    text = scrape(collector)
+    for line in ('grym_client_calls_total{op="store",outcome="ok"} 1.0',
+                 'grym_client_calls_total{op="task",outcome="SERVICE_UNAVAILABLE"} 1.0',
+                 'grym_client_retries_total{op="store"} 1.0', "grym_client_rejoins_total 1.0",
+                 "grym_client_retries_throttled_total 0.0"):
+        assert line in text, line
