@@ -100,8 +100,12 @@ def interleaved(calls: dict[str, Callable[[int], Any]], n: int, warmup: int = 20
     ``beside_model`` gets, for calls that return a TaskResult, the wall time minus the
     model's own (``execution_ms``): what the runtime adds, whatever the model took."""
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
     for i in range(-warmup, n):
-        for name, call in calls.items():
+        # The order turns each time: a call right after another pays for what that one
+        # left running (torch's threads spin on for a while after a forward pass).
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            call = calls[name]
             t0 = time.perf_counter()
             out = call(i)
             wall = (time.perf_counter() - t0) * 1000
@@ -115,7 +119,7 @@ def interleaved(calls: dict[str, Callable[[int], Any]], n: int, warmup: int = 20
 def wav2vec2_figures(quick: bool) -> dict[str, Any]:
     """Each path timed in turn with the same service in this process, call by call, so
     that drift on a busy machine hits them alike; "over" is the median of the paired
-    differences (a path's call minus the in-process call just before it)."""
+    differences (a path's call minus the in-process call of the same round)."""
     folder = checkpoint("tiny")
     reps = {"1 s": 40 if quick else 200, "10 s": 15 if quick else 60}
     bare, _ = in_process_service(folder)

@@ -48,6 +48,8 @@ from messages.system import (
     StartSystem, SystemInfo, SystemStopping,
 )
 
+from .watchdog import SupervisorWatchdog, notify
+
 SYSTEM_BASE = "multiprocTCPBase"
 SUPERVISOR_MAX_RESTARTS = 5         # within SUPERVISOR_RESTART_PERIOD_S, else give up
 SUPERVISOR_RESTART_PERIOD_S = 60.0
@@ -349,7 +351,9 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
             "metrics_port": metrics[0] if metrics else None,
             "http_port": http.port if http else None, "log_dir": str(config.log_dir())},
            ready_file)
-    _notify_systemd("READY=1")
+    services = len(config.services)
+    notify(f"READY=1\nSTATUS=serving {services} service{'s' * (services != 1)}")
+    watchdog = SupervisorWatchdog.start_if_asked(asys, info)  # WatchdogSec= in the unit
     log = structlog.get_logger()
     reloader.config = config  # with the admin port it runs on
     # A supervisor that keeps dying (a bad model, a full disk) must not be
@@ -382,6 +386,9 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
                 log.error("supervisor_keeps_dying", reason=decision.reason)
                 code = 1
                 break
+            notify("STATUS=restarting the runtime: the supervisor or the admin died")
+            if watchdog:
+                watchdog.restarting()
             time.sleep(decision.delay_s)
             try:
                 config = reloader.config  # the last one applied to the runtime
@@ -395,11 +402,16 @@ def serve(config: SystemConfig, parent_pid: int | None = None, log_format: str =
                 metrics[1].retarget(asys, info.supervisor)
             if http:
                 http.retarget(asys, info)
+            if watchdog:
+                watchdog.retarget(asys, info)
+            notify(f"STATUS=serving {len(config.services)} services (runtime restarted)")
             continue
         reloader.poll(asys, info.supervisor)
         if _heard_stopping(asys, WATCH_INTERVAL_S, reloader) and stopping_since is None:
             stopping_since = time.monotonic()
-    _notify_systemd("STOPPING=1")
+    if watchdog:
+        watchdog.stop()
+    notify("STOPPING=1\nSTATUS=stopping: draining tasks")
     if http:
         http.drain()  # new requests get SHUTTING_DOWN and event streams end; accepted ones go on
     supervisor_alive = _supervisor_alive(info)
@@ -538,17 +550,6 @@ def start_http(config: SystemConfig, asys: Any, info: SystemInfo):
         return None
     from .http.server import HttpServer  # the web stack loads only where it is served
     return HttpServer(config, asys, info).start()
-
-
-def _notify_systemd(state: str) -> None:
-    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET (Type=notify units)."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(state.encode(), path)
 
 
 def failure(exc: BaseException) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from runtime.logs import configure_logging
 from runtime.network import restrict_bind
 from supervisor.config import SystemConfig
 
-from .launcher import SYSTEM_BASE, PortInUse, alive, listening_pid, port_in_use, report
+from .launcher import SYSTEM_BASE, PortInUse, alive, port_in_use, report
 from .toml_config import read_config
 
 DEFAULT_MEMBER_PORT = 19500
@@ -137,7 +137,7 @@ def join(member: Membership, ready_file: str | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     asys = ActorSystem(SYSTEM_BASE, offered, logDefs=log_defs, transientUnique=True)
-    admin_pid = listening_pid(sys_cfg.admin_port)
+    admin_pid = admin_pid_on(sys_cfg.admin_port)
     report({"ready": True, "name": member.name, "leader": member.leader,
             "admin_port": sys_cfg.admin_port, "pid": os.getpid(), "log_dir": str(log_dir),
             "capabilities": _printable(offered)}, ready_file)
@@ -153,6 +153,20 @@ def join(member: Membership, ready_file: str | None = None) -> int:
     finally:
         _end(processes)
     return code
+
+
+def admin_pid_on(port: int) -> int | None:
+    """The admin listening on ``port``: the actors it forks inherit its listening socket,
+    so it is the one listener whose parent is not one."""
+    listeners = {c.pid for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+    for pid in listeners:
+        try:
+            if psutil.Process(pid).ppid() not in listeners:
+                return pid
+        except psutil.NoSuchProcess:
+            continue
+    return None
 
 
 def _processes(admin_pid: int | None) -> list[psutil.Process]:

@@ -398,6 +398,11 @@ class Supervisor(Rollouts, GrymActor, Actor):
             return
         for child in self.services.values():
             if child.unplaced and child.status is S.FAILED:
+                try:
+                    self.convention.place(child.spec.service.placement(), self._load())
+                except ServiceUnavailable as exc:
+                    child.last_error = exc.message  # still nowhere to go; now for this reason
+                    continue
                 child.restart.restart_by_request()
                 self._event(E.SERVICE_RESTARTED, child, f"{why}; it had failed: {child.last_error}")
                 self._spawn(child)

@@ -1,0 +1,189 @@
+"""More than one host, on one machine: the runtime's leader and members started with
+``run.py join`` on loopback ports, each its own multiprocTCPBase actor system in the
+leader's Thespian convention. A CPU member says ``gpu = true`` through the test-only
+override (runtime.capabilities.TEST_OVERRIDE_ENV)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from host.cli import main as cli
+from host.member import admin_pid_on
+from messages import ErrorCode, Task
+from messages.errors import ServiceUnavailable
+from runtime.capabilities import TEST_OVERRIDE_ENV
+from tests.conftest import free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+ROOT = Path(__file__).resolve().parents[2]
+TASK_TIMEOUT_S = 2.0
+
+
+class Member:
+    """One ``run.py join`` process, and the actor system it started."""
+
+    def __init__(self, leader_port: int, name: str, gpu: bool, workdir: Path):
+        self.name, self.port = name, free_port()
+        ready = workdir / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        env = {**os.environ, TEST_OVERRIDE_ENV: json.dumps({"gpu": gpu})}
+        with open(workdir / f"{name}.out", "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "run.py", "join", f"127.0.0.1:{leader_port}", "--port",
+                 str(self.port), "--name", name, "--ready-file", str(ready)],
+                cwd=ROOT, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        wait_until(lambda: ready.exists() or self.proc.poll() is not None, timeout=30)
+        assert ready.exists(), (workdir / f"{name}.out").read_text()[-2000:]
+        self.admin = psutil.Process(admin_pid_on(self.port))
+
+    def processes(self) -> list[psutil.Process]:
+        """The join process, its admin and every actor the admin started."""
+        found = [psutil.Process(self.proc.pid)] if self.proc.poll() is None else []
+        try:
+            found += [self.admin, *self.admin.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+        return found
+
+    def leave(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(20)
+
+    def kill(self) -> None:
+        """kill -9 of every process of the member, as when its host dies."""
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def join(tmp_path):
+    started: list[Member] = []
+
+    def start(system, name: str, gpu: bool = False) -> Member:
+        member = Member(system.admin_port, name, gpu, tmp_path)
+        started.append(member)
+        return member
+
+    yield start
+    left = []
+    for member in started:
+        processes = member.processes()
+        if member.proc.poll() is None:
+            member.leave()
+        _, alive = psutil.wait_procs(processes, timeout=10)
+        left += alive
+        for proc in alive:
+            proc.kill()
+    assert not left, f"member processes left behind: {left}"
+
+
+def where(system) -> dict[str, tuple[str, str | None, int | None]]:
+    return {s.name: (s.status.value, s.member, s.pid) for s in system.services()}
+
+
+def test_a_service_requiring_a_gpu_runs_on_the_member_that_has_one(start_system, join):
+    system = start_system({"services": {
+        "cpu": {"kind": "echo", "eager": True},
+        "gpu": {"kind": "echo", "eager": True, "requires": {"gpu": True}},
+        "big": {"kind": "echo", "eager": True, "requires": {"cuda_devices": 4}}},
+        "routes": {"echo": "cpu"}})
+    leader = system.info.members[0].name
+    assert where(system)["gpu"][:2] == ("failed", None)  # no member yet: failed, not waiting
+    m1, m2 = join(system, "m1", gpu=True), join(system, "m2", gpu=False)
+    wait_until(lambda: where(system)["gpu"][0] == "online", timeout=15)
+    placed = where(system)
+    assert placed["cpu"][:2] == ("online", leader)
+    assert placed["gpu"][:2] == ("online", "m1")
+    # There, and nowhere else: its process is one of m1's actors, none of m2's or the leader's.
+    gpu_pid = placed["gpu"][2]
+    assert gpu_pid in {p.pid for p in m1.admin.children(recursive=True)}
+    assert gpu_pid not in {p.pid for p in m2.processes()}
+    assert gpu_pid not in {p.pid for p in system.processes()}
+    assert system.get_service("gpu").execute_task(Task(id="t", type="echo", data=7)).unwrap() == 7
+    # Nobody has four CUDA devices: failed, with the reason for each member.
+    big = next(s for s in system.services() if s.name == "big")
+    assert big.status.value == "failed"
+    assert "m1: cuda_devices = 4 wanted, it has 0" in big.last_error
+    with pytest.raises(ServiceUnavailable, match="cuda_devices"):
+        system.get_service("big")
+    # run.py status shows where each runs, and the members.
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli(["status", "--port", str(system.admin_port), "--json"]) == 0
+    status = json.loads(out.getvalue())
+    assert {r["service"]: r["member"] for r in status["services"]} == {
+        "cpu": leader, "gpu": "m1", "big": None}
+    assert [(m["member"], m["role"], m["gpu"], m["services"]) for m in status["members"]] == [
+        (leader, "leader", False, "context, router, cpu"), ("m1", "member", True, "gpu"),
+        ("m2", "member", False, "")]
+    # m1 leaves: nobody else has a GPU, so the service fails with the reason ...
+    assert m1.leave() == 0
+    wait_until(lambda: where(system)["gpu"][0] == "failed", timeout=5)
+    gpu = next(s for s in system.services() if s.name == "gpu")
+    assert "no member of the convention meets requires {gpu = true}" in gpu.last_error
+    # ... and starts again where it can as soon as a member with a GPU joins.
+    join(system, "m3", gpu=True)
+    wait_until(lambda: where(system)["gpu"][:2] == ("online", "m3"), timeout=15)
+
+
+def test_kill_9_of_a_member_under_load(start_system, join):
+    system = start_system({"services": {
+        "gpu": {"kind": "echo", "eager": True, "requires": {"gpu": True}}},
+        "routes": {"echo": "gpu"}})
+    m1, m2 = join(system, "m1", gpu=True), join(system, "m2", gpu=True)
+    wait_until(lambda: where(system)["gpu"][0] == "online", timeout=15)
+    members = {"m1": m1, "m2": m2}
+    victim = members[where(system)["gpu"][1]]
+    stop, lock, calls = threading.Event(), threading.Lock(), []
+
+    def caller(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            began = time.monotonic()
+            result = system.router.route_task(Task(id=f"c{n}-{i}", type="echo", data=i,
+                                                   timeout_s=TASK_TIMEOUT_S))
+            with lock:
+                calls.append((began, time.monotonic(), result))
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    victim.kill()
+    killed = time.monotonic()
+    try:
+        wait_until(lambda: any(b > killed and r.ok for b, _, r in calls), timeout=10,
+                   interval=0.01)
+        back_in = min(end for b, end, r in calls if b > killed and r.ok) - killed
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    now = where(system)["gpu"]
+    late = [end - b for b, end, _ in calls if end - b > TASK_TIMEOUT_S + 0.5]
+    failed = [r for _, _, r in calls if not r.ok]
+    event = next(e for e in reversed(system.health.events()) if e.kind.value == "service_restarted")
+    print(f"\nmember {victim.name} killed under load: serving again on {now[1]} after "
+          f"{back_in * 1000:.0f} ms; {len(calls)} calls, {len(failed)} failed "
+          f"({sorted({r.error.code.value for r in failed})}), {len(late)} past their timeout; "
+          f"found by: {event.reason}")
+    assert now[0] == "online" and now[1] != victim.name
+    assert back_in < 2.0
+    assert not late, f"calls past their timeout: {late}"
+    assert {r.error.code for r in failed} <= {ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TIMEOUT,
+                                              ErrorCode.EXECUTION_ERROR}
