@@ -23,9 +23,9 @@ from messages.system import (
 from messages.task import Task, TaskResult, effective_timeout_s
 
 from .base import GrymActor
-from .history import task_history_content
-from .router_metrics import RouterMetrics
-from .routing import Pending, PendingTasks, RouteTable, pinned_version
+from routing.history import task_history_content
+from routing.metrics import RouterMetrics
+from routing.table import Pending, PendingTasks, RouteTable, pinned_version
 
 CONTEXT_FETCH_TIMEOUT_S = 0.5  # past this a task runs without context rather than wait
 

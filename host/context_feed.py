@@ -27,7 +27,7 @@ from runtime.logs import host_logger
 from .connection import State
 
 if TYPE_CHECKING:
-    from .routing import RouteReplica, Target
+    from .direct import RouteReplica, Target
     from .system import ServiceSystem
     from messages.task import Task
 

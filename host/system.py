@@ -60,7 +60,7 @@ from runtime.logs import host_logger
 from runtime import frames
 from runtime.network import restrict_bind
 from .connection import SLICE_S, Connection, State, Watcher, role_of
-from .routing import DirectPath
+from .direct import DirectPath
 from runtime.shared_arrays import Lease, SegmentPool
 from .retry import ClientMetrics, RetryBudget, RetryPolicy, outcome
 
@@ -263,7 +263,7 @@ class ServiceSystem:
         return reply
 
     def run_task(self, msg: Task | ExecuteTask, timeout: float | None) -> TaskResult:
-        """Send a task straight to its service (host/routing.py), or else to the router;
+        """Send a task straight to its service (host/direct.py), or else to the router;
         wait for the deadline the router gives it (the system's deadline rule) plus
         the hops, unless ``timeout`` says."""
         task, service = (msg, None) if isinstance(msg, Task) else (msg.task, msg.service)

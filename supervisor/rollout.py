@@ -41,7 +41,7 @@ from .plan import Plan, plan as make_plan
 
 S = ServiceStatus
 ROUTER_ANSWER_MARGIN_S = 1.0  # past the drain time, the router's answer is not waited for
-# Hosts that route their own tasks (host/routing.py) get the same ApplyRoutes and see
+# Hosts that route their own tasks (host/direct.py) get the same ApplyRoutes and see
 # it within their feed's poll (50 ms): the old generations keep taking work this long
 # after the router has moved, so that a task a host sent them just before is served.
 REPLICA_GRACE_S = 0.25

@@ -1,4 +1,4 @@
-"""The host's fast path (host/routing.py): tasks go straight to their service and keep
+"""The host's fast path (host/direct.py): tasks go straight to their service and keep
 every guarantee the router gave them: one answer, typed errors, the deadline rule, a
 lost service answered when it is lost, the router's metrics, the task history."""
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors.routing import RouteTable, WeightedPicker, pinned_version
+from routing.table import RouteTable, WeightedPicker, pinned_version
 from messages.errors import ConfigError, ErrorCode, GrymError, InvalidInput, ServiceNotFound
 from messages.service import ServiceStatus
 from messages.system import ApplyRoutes, ServiceDirectoryUpdate, SystemInfo, ServiceInfo

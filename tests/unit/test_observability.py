@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from actors.router_metrics import RouterMetrics
+from routing.metrics import RouterMetrics
 from messages.system import GetRouterMetrics
 from messages import TaskMetrics, TaskResult
 from messages.context import ContextStats, GetContextStats

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from actors.batching import BatchPolicy, Queued, TaskQueue
-from actors.routing import Pending, PendingTasks, RouteTable
+from routing.table import Pending, PendingTasks, RouteTable
 from messages import Task
 from messages.errors import (
     ErrorCode, InvalidTaskType, Overloaded, ServiceNotFound, ServiceUnavailable, ShuttingDown,

@@ -227,7 +227,7 @@ def test_every_message_forged_is_refused_by_type(router, msg):
 
 
 def test_a_hosts_direct_task_counts_join_the_routers_metrics(router):
-    from actors.router_metrics import RouterMetrics
+    from routing.metrics import RouterMetrics
     from messages.system import DirectTaskMetrics
     from messages.task import TaskMetrics
     theirs = RouterMetrics()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from actors.router_metrics import RouterMetrics
+from routing.metrics import RouterMetrics
 from messages import TaskMetrics, TaskResult
 from messages.context import ContextStats
 from messages.errors import ConfigError, Overloaded

@@ -13,7 +13,7 @@ pair of its own, both ways, and a task makes two frames instead of four. Ray
 Serve's handles route in the caller the same way.
 
 For these tasks the host does what the router did, by the router's rules: the
-table is the router's own class (``actors.routing.RouteTable``, plain code), fed
+table is the router's own class (``routing.table.RouteTable``, plain code), fed
 by the messages the router gets, which the supervisor also sends to every host
 that subscribed (``SubscribeRoutes``); the deadline is
 ``messages.task.effective_timeout_s``, which the service applies to a task sent
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from thespian.actors import ActorSystemException, PoisonMessage
 
-from actors.history import task_history_content
-from actors.router_metrics import RouterMetrics
-from actors.routing import RouteTable, pinned_version
+from routing.history import task_history_content
+from routing.metrics import RouterMetrics
+from routing.table import RouteTable, pinned_version
 from messages.context import ContextItem, StoreContext
 from messages.errors import (
     ErrorCode, ErrorInfo, ExecutionError, GrymError, InvalidInput, TaskTimeout, is_retryable,

@@ -1,4 +1,4 @@
-"""The host's replica of the router's table (host/routing.py), without actors: it
+"""The host's replica of the router's table (host/direct.py), without actors: it
 routes a task where the router would, and leaves to the router what it cannot."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from messages.system import (
     ApplyRoutes, ContextMoved, Drain, RouterSetup, ServiceDirectoryUpdate,
 )
 from messages.task import Task
-from host.routing import RouteReplica
+from host.direct import RouteReplica
 
 S = ServiceStatus
 
