@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import sys
 
+# A process started with spawn by one started from here (a member's admin and actors, under
+# system.start_method = "spawn") imports this file as its __main__: the runtime's per-process
+# set-up (signed frames, the bind address) must come with it, before Thespian's first socket.
+import runtime  # noqa: F401,E402
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -354,6 +354,9 @@ class ServiceActor(GrymActor, Actor):
         latency_ms = (time.monotonic() - item.received_at) * 1000
         self.stats.record(result.ok, latency_ms)
         self.send(item.reply_to, result if item.direct else ServiceTaskDone(item.request_id, result))
+        # Hosts send most tasks here directly, past the router: this is their log line.
+        self.log.debug("task_answered", task_id=item.task.id, status=result.status.value,
+                       latency_ms=round(latency_ms, 3))
 
     # -- status --------------------------------------------------------------------
     def heartbeat_facts(self) -> dict[str, Any]:

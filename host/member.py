@@ -41,7 +41,7 @@ DEFAULT_MEMBER_PORT = 19500
 # leader that its launcher restarted learns of its members within this.
 REREGISTRATION = timedelta(seconds=5)
 REACH_TIMEOUT_S = 3.0
-WATCH_INTERVAL_S = 0.1
+WATCH_INTERVAL_S = 0.5  # how often it looks at its admin (and the actors to end at the end)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,18 +155,21 @@ def join(member: Membership, ready_file: str | None = None) -> int:
     return code
 
 
-def admin_pid_on(port: int) -> int | None:
-    """The admin listening on ``port``: the actors it forks inherit its listening socket,
-    so it is the one listener whose parent is not one."""
-    listeners = {c.pid for c in psutil.net_connections(kind="tcp")
-                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
-    for pid in listeners:
-        try:
-            if psutil.Process(pid).ppid() not in listeners:
-                return pid
-        except psutil.NoSuchProcess:
+def admin_pid_on(port: int, besides: int | None = None) -> int | None:
+    """The admin listening on ``port``. Thespian daemonizes it (a session of its own, its
+    parent gone), and the processes it forks and the one that started it (``besides``)
+    hold its listening socket too: it is the listener whose parent is not one."""
+    listeners = {}
+    for proc in psutil.process_iter(["name"]):
+        if proc.pid in (besides, os.getpid()) or "python" not in (proc.info["name"] or ""):
             continue
-    return None
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in proc.net_connections(kind="tcp")):
+                listeners[proc.pid] = proc.ppid()
+        except psutil.Error:
+            continue
+    return next((pid for pid, parent in listeners.items() if parent not in listeners), None)
 
 
 def _processes(admin_pid: int | None) -> list[psutil.Process]:
@@ -179,7 +182,12 @@ def _processes(admin_pid: int | None) -> list[psutil.Process]:
 
 
 def _end(processes: list[psutil.Process], timeout_s: float = 5.0) -> None:
-    _, left = psutil.wait_procs(processes, timeout=timeout_s)
+    """Wait for the member's processes to end (a zombie has), then kill what did not."""
+    deadline = time.monotonic() + timeout_s
+    left = [p for p in processes if alive(p.pid)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if alive(p.pid)]
     for proc in left:
         try:
             proc.kill()

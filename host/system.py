@@ -269,17 +269,22 @@ class ServiceSystem:
         task, service = (msg, None) if isinstance(msg, Task) else (msg.task, msg.service)
         lease = Lease(self._segments)  # large arrays go through shared memory, for this task
         try:
-            shared = lease.export(task.data)
-            if shared is not task.data:
-                task = dataclasses.replace(task, data=shared)
-                msg = task if service is None else ExecuteTask(task, service)
-            reply = self._direct.run(task, service, timeout)
-            if reply is None:
-                reply = self._run_routed(msg, task, service, timeout)
+            reply = self._send_task(msg, task, service, timeout, lease)
+        except GrymError as exc:  # over system.max_message_bytes: refused before sending
+            reply = TaskResult.failure(task.id, exc.info())
         finally:
             lease.release()
         self._metrics.count("task", outcome(reply.error))
         return reply
+
+    def _send_task(self, msg: Task | ExecuteTask, task: Task, service: str | None,
+                   timeout: float | None, lease: Lease) -> TaskResult:
+        shared = lease.export(task.data)
+        if shared is not task.data:
+            task = dataclasses.replace(task, data=shared)
+            msg = task if service is None else ExecuteTask(task, service)
+        reply = self._direct.run(task, service, timeout)
+        return reply if reply is not None else self._run_routed(msg, task, service, timeout)
 
     def _run_routed(self, msg: Task | ExecuteTask, task: Task, service: str | None,
                     timeout: float | None) -> TaskResult:

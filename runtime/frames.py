@@ -206,11 +206,17 @@ def _with_buffers(data: bytes, raws: list[memoryview], key: bytes) -> bytes:
     return _signed(key, parts, end - TAG_BYTES)
 
 
-def _signed(key: bytes, parts: list, size: int) -> bytes:
+def check_message_size(size: int) -> None:
+    """The one size rule: a message over the limit is refused before it is sent, whether
+    its bytes travel in the frame or in shared memory (runtime/shared_arrays.py)."""
     if size > _State.limit:
         raise MessageTooLarge(
             f"the message is {size} bytes, over the limit of {_State.limit} bytes "
             "(system.max_message_bytes)", {"size_bytes": size, "limit_bytes": _State.limit})
+
+
+def _signed(key: bytes, parts: list, size: int) -> bytes:
+    check_message_size(size)
     hasher = blake3.blake3(key=key)
     for part in parts:
         hasher.update(part)

@@ -35,6 +35,8 @@ import numpy as np
 
 from messages.errors import InvalidInput
 
+from . import frames
+
 MIN_SHARED_BYTES = 32 * 1024        # smaller arrays travel pickled (a segment saves nothing)
 MIN_SEGMENT_BYTES = 64 * 1024       # sizes are powers of two from here, so segments are reused
 POOL_MAX_BYTES = 256 << 20          # past this many bytes lent at once, arrays travel pickled
@@ -120,6 +122,7 @@ class Lease:
     def __init__(self, pool: SegmentPool):
         self._pool = pool
         self._segments: list[shared_memory.SharedMemory] = []
+        self.shared_bytes = 0
 
     def export(self, data: Any, depth: int = 0) -> Any:
         """``data`` with its large numeric arrays copied into segments, as handles."""
@@ -141,6 +144,9 @@ class Lease:
         if array.nbytes < MIN_SHARED_BYTES or array.dtype.kind not in _KINDS \
                 or array.dtype.byteorder not in "=|":
             return array
+        # Shared or pickled, a task's arrays count toward system.max_message_bytes.
+        frames.check_message_size(self.shared_bytes + array.nbytes)
+        self.shared_bytes += array.nbytes
         segment = self._pool.lend(array.nbytes)
         if segment is None:
             return array  # the pool is full (or closed): this one travels pickled

@@ -426,8 +426,13 @@ class Supervisor(Rollouts, GrymActor, Actor):
                 continue
             if child.status is S.STOPPING:
                 continue  # releasing its model (which may hold the GIL): its shutdown budget rules
+            if child.health.unanswered == 0:
+                # One heartbeat out at a time: Thespian keeps a send pending until the child
+                # reads it, and every other send of this actor waits once 20 are (its
+                # MAX_PENDING_TRANSMITS); a child that reads nothing for seconds (a spawned
+                # one importing torch) must not collect them. Each tick still counts.
+                self.send(child.address, Heartbeat(seq))
             child.health.heartbeat_sent()
-            self.send(child.address, Heartbeat(seq))
             verdict = child.health.assess(time.monotonic())
             if verdict.kill:
                 self._event(E.SERVICE_UNHEALTHY, child, verdict.reason, S.UNHEALTHY, verdict.cause)

@@ -10,7 +10,10 @@ the supervisor pings each member's admin on its heartbeat (Thespian's
 ``QueryExists``, answered by the admin with ``QueryAck``), as OTP's net kernel
 ticks its nodes. A member that misses as many pings in a row as a child may
 miss heartbeats is lost: its services are placed again elsewhere; it keeps
-being pinged, more slowly, and is used again once it answers.
+being pinged, more slowly, and is used again once it answers. One ping at a
+time: Thespian keeps an unanswered send pending (retried, for minutes), and
+every other send of the supervisor waits once 20 are (its
+MAX_PENDING_TRANSMITS), so a member that does not answer must not collect them.
 
 A service is placed on an answering member whose capabilities meet its
 requirements (runtime.capabilities.meets), the one running the fewest
@@ -26,7 +29,7 @@ from messages.errors import ServiceUnavailable
 from messages.system import MemberInfo
 from runtime.capabilities import ADDRESS, MEMBER, meets, shown
 
-DOWN_PING_EVERY = 4  # ticks between pings of a lost member
+DOWN_PING_EVERY = 40  # ticks between pings of a lost member (10 s at the default heartbeat)
 
 
 @dataclass
@@ -34,8 +37,9 @@ class Member:
     name: str
     address: Any                   # its admin's Thespian address; None for the leader's own
     capabilities: Mapping[str, Any]
-    missed: int = 0                # pings unanswered in a row
+    missed: int = 0                # ticks since its last answer
     up: bool = True
+    waiting: bool = False          # a ping is out, unanswered
     ticks_down: int = 0
 
     @property
@@ -86,7 +90,7 @@ class Convention:
             known = Member(name, address, dict(capabilities))
             self.remote.append(known)
         known.name, known.capabilities = name, dict(capabilities)
-        known.missed, known.up = 0, True
+        known.missed, known.up, known.waiting = 0, True, False
         return known
 
     def left(self, address: Any) -> Member | None:
@@ -104,8 +108,9 @@ class Convention:
                 if member.missed > self.missed_limit:
                     member.up, member.ticks_down = False, 0
                     lost.append(member)
-                    continue
-                ping.append(member)
+                elif not member.waiting:
+                    member.waiting = True
+                    ping.append(member)
             else:
                 member.ticks_down += 1
                 if member.ticks_down % DOWN_PING_EVERY == 0:
@@ -117,7 +122,7 @@ class Convention:
         member = self.at(address)
         if member is None:
             return None
-        member.missed = 0
+        member.missed, member.waiting = 0, False
         if member.up:
             return None
         member.up = True

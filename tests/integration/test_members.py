@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from host.cli import main as cli
+from host.launcher import alive
 from host.member import admin_pid_on
 from messages import ErrorCode, Task
 from messages.errors import ServiceUnavailable
@@ -32,31 +33,40 @@ TASK_TIMEOUT_S = 2.0
 class Member:
     """One ``run.py join`` process, and the actor system it started."""
 
-    def __init__(self, leader_port: int, name: str, gpu: bool, workdir: Path):
-        self.name, self.port = name, free_port()
-        ready = workdir / f"{name}.ready"
-        ready.unlink(missing_ok=True)
-        env = {**os.environ, TEST_OVERRIDE_ENV: json.dumps({"gpu": gpu})}
+    def __init__(self, leader_port: int, name: str, gpu: bool, workdir: Path,
+                 start_method: str = "fork"):
+        self.name, self.port, self.workdir = name, free_port(), workdir
+        self.ready = workdir / f"{name}.ready"
+        self.ready.unlink(missing_ok=True)
+        config = workdir / f"{name}.toml"  # its [system] table: logs in the test's folder
+        config.write_text(f'[system]\nlog_dir = "{workdir / name}"\n'
+                          f'start_method = "{start_method}"\n')
+        env = {**os.environ, TEST_OVERRIDE_ENV: json.dumps({"gpu": gpu, "cuda_devices": int(gpu)})}
         with open(workdir / f"{name}.out", "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "run.py", "join", f"127.0.0.1:{leader_port}", "--port",
-                 str(self.port), "--name", name, "--ready-file", str(ready)],
+                 str(self.port), "--name", name, "--ready-file", str(self.ready),
+                 "--config", str(config)],
                 cwd=ROOT, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-        wait_until(lambda: ready.exists() or self.proc.poll() is not None, timeout=30)
-        assert ready.exists(), (workdir / f"{name}.out").read_text()[-2000:]
-        self.admin = psutil.Process(admin_pid_on(self.port))
+        self.admin: psutil.Process | None = None
+
+    def wait_ready(self) -> "Member":
+        wait_until(lambda: self.ready.exists() or self.proc.poll() is not None, timeout=30)
+        assert self.ready.exists(), (self.workdir / f"{self.name}.out").read_text()[-2000:]
+        self.admin = psutil.Process(admin_pid_on(self.port, besides=self.proc.pid))
+        return self
 
     def processes(self) -> list[psutil.Process]:
         """The join process, its admin and every actor the admin started."""
         found = [psutil.Process(self.proc.pid)] if self.proc.poll() is None else []
         try:
-            found += [self.admin, *self.admin.children(recursive=True)]
+            found += [self.admin, *self.admin.children(recursive=True)] if self.admin else []
         except psutil.NoSuchProcess:
             pass
         return found
 
     def leave(self) -> int:
-        self.proc.terminate()
+        self.proc.terminate()  # a graceful leave: Thespian deregisters it from the convention
         return self.proc.wait(20)
 
     def kill(self) -> None:
@@ -71,21 +81,23 @@ class Member:
 def join(tmp_path):
     started: list[Member] = []
 
-    def start(system, name: str, gpu: bool = False) -> Member:
-        member = Member(system.admin_port, name, gpu, tmp_path)
-        started.append(member)
-        return member
+    def start(system, start_method: str = "fork", **gpus: bool) -> list[Member]:
+        """Members named and with a GPU or not as ``gpus`` says, started side by side."""
+        members = [Member(system.admin_port, name, gpu, tmp_path, start_method)
+                   for name, gpu in gpus.items()]
+        started.extend(members)
+        return [m.wait_ready() for m in members]
 
     yield start
-    left = []
+    processes = [p for m in started for p in m.processes()]
     for member in started:
-        processes = member.processes()
         if member.proc.poll() is None:
-            member.leave()
-        _, alive = psutil.wait_procs(processes, timeout=10)
-        left += alive
-        for proc in alive:
-            proc.kill()
+            member.proc.terminate()
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not any(alive(p.pid) for p in processes), timeout=10)
+    left = [p for p in processes if alive(p.pid)]
+    for proc in left:
+        proc.kill()
     assert not left, f"member processes left behind: {left}"
 
 
@@ -101,7 +113,7 @@ def test_a_service_requiring_a_gpu_runs_on_the_member_that_has_one(start_system,
         "routes": {"echo": "cpu"}})
     leader = system.info.members[0].name
     assert where(system)["gpu"][:2] == ("failed", None)  # no member yet: failed, not waiting
-    m1, m2 = join(system, "m1", gpu=True), join(system, "m2", gpu=False)
+    m1, m2 = join(system, m1=True, m2=False)
     wait_until(lambda: where(system)["gpu"][0] == "online", timeout=15)
     placed = where(system)
     assert placed["cpu"][:2] == ("online", leader)
@@ -115,7 +127,7 @@ def test_a_service_requiring_a_gpu_runs_on_the_member_that_has_one(start_system,
     # Nobody has four CUDA devices: failed, with the reason for each member.
     big = next(s for s in system.services() if s.name == "big")
     assert big.status.value == "failed"
-    assert "m1: cuda_devices = 4 wanted, it has 0" in big.last_error
+    assert "m1: cuda_devices = 4 wanted, it has 1" in big.last_error
     with pytest.raises(ServiceUnavailable, match="cuda_devices"):
         system.get_service("big")
     # run.py status shows where each runs, and the members.
@@ -125,16 +137,16 @@ def test_a_service_requiring_a_gpu_runs_on_the_member_that_has_one(start_system,
     status = json.loads(out.getvalue())
     assert {r["service"]: r["member"] for r in status["services"]} == {
         "cpu": leader, "gpu": "m1", "big": None}
-    assert [(m["member"], m["role"], m["gpu"], m["services"]) for m in status["members"]] == [
-        (leader, "leader", False, "context, router, cpu"), ("m1", "member", True, "gpu"),
-        ("m2", "member", False, "")]
+    rows = [(m["member"], m["role"], m["gpu"], m["services"]) for m in status["members"]]
+    assert rows[0] == (leader, "leader", False, "context, router, cpu")  # the leader first
+    assert sorted(rows[1:]) == [("m1", "member", True, "gpu"), ("m2", "member", False, "")]
     # m1 leaves: nobody else has a GPU, so the service fails with the reason ...
     assert m1.leave() == 0
     wait_until(lambda: where(system)["gpu"][0] == "failed", timeout=5)
     gpu = next(s for s in system.services() if s.name == "gpu")
     assert "no member of the convention meets requires {gpu = true}" in gpu.last_error
     # ... and starts again where it can as soon as a member with a GPU joins.
-    join(system, "m3", gpu=True)
+    join(system, m3=True)
     wait_until(lambda: where(system)["gpu"][:2] == ("online", "m3"), timeout=15)
 
 
@@ -142,7 +154,7 @@ def test_kill_9_of_a_member_under_load(start_system, join):
     system = start_system({"services": {
         "gpu": {"kind": "echo", "eager": True, "requires": {"gpu": True}}},
         "routes": {"echo": "gpu"}})
-    m1, m2 = join(system, "m1", gpu=True), join(system, "m2", gpu=True)
+    m1, m2 = join(system, m1=True, m2=True)
     wait_until(lambda: where(system)["gpu"][0] == "online", timeout=15)
     members = {"m1": m1, "m2": m2}
     victim = members[where(system)["gpu"][1]]
@@ -187,3 +199,27 @@ def test_kill_9_of_a_member_under_load(start_system, join):
     assert not late, f"calls past their timeout: {late}"
     assert {r.error.code for r in failed} <= {ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TIMEOUT,
                                               ErrorCode.EXECUTION_ERROR}
+
+
+@pytest.mark.slow
+def test_a_cuda_service_is_placed_on_a_member_that_spawns(start_system, join, tmp_path):
+    """The CUDA path on a CPU machine: a wav2vec2 service on device "cuda" goes to the
+    member with a GPU that starts actors with spawn (not to the forking leader), and gets
+    as far as torch's answer there (no GPU here), not the refusal a forked process gets."""
+    from services.wav2vec2.checkpoint import make_checkpoint
+    model = str(make_checkpoint(tmp_path / "tiny", "tiny"))
+    system = start_system({"services": {"asr": {
+        "kind": "wav2vec2", "model": model, "device": "cuda", "eager": True,
+        "requires": {"gpu": True}, "max_restarts": 0}}})
+    assert "gpu = true wanted, it has false" in where_error(system, "asr")  # the leader's
+    forked, = join(system, forked=True)
+    assert "forked: start_method = \"spawn\" wanted, it has \"fork\"" in where_error(system, "asr")
+    join(system, start_method="spawn", spawner=True)
+    wait_until(lambda: "torch sees no CUDA GPU" in (where_error(system, "asr") or ""),
+               timeout=60)
+    asr = next(s for s in system.services() if s.name == "asr")
+    assert asr.status.value == "failed" and asr.member is None
+
+
+def where_error(system, name: str) -> str | None:
+    return next(s.last_error for s in system.services() if s.name == name)
