@@ -4,6 +4,7 @@
     python run.py demo                      run tasks through the runtime on the embedded default
     python run.py make-model PATH --size tiny|base
     python run.py start|serve|stop|status|submit|context|logs|check-config ...  (the daemon CLI)
+    python run.py join LEADER_HOST:PORT [--port P] [--name N]   this host joins a runtime as a member
 """
 from __future__ import annotations
 

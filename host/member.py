@@ -20,15 +20,15 @@ import os
 import signal
 import socket
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psutil
+import structlog
 
 from messages.errors import ConfigError, InitError
 from runtime import frames
-from runtime.capabilities import START_METHOD_ENV, advertised, default_name
+from runtime.capabilities import MEMBER, START_METHOD_ENV, advertised, default_name
 from runtime.logs import configure_logging
 from runtime.network import restrict_bind
 from supervisor.config import SystemConfig
@@ -37,9 +37,12 @@ from .launcher import SYSTEM_BASE, PortInUse, alive, port_in_use, report
 from .toml_config import read_config
 
 DEFAULT_MEMBER_PORT = 19500
-# How often a member registers with the leader again (Thespian's default: 7 min 22 s): a
-# leader that its launcher restarted learns of its members within this.
-REREGISTRATION = timedelta(seconds=5)
+# How often the member registers with the leader again. Thespian's member re-registers on
+# its own (every 7 min 22 s), but after the leader's admin was restarted (its launcher
+# restarts the runtime) it did not, in 40 s of watching: its one attempt went to the admin
+# that was stopping. A capability update makes the admin register at once: a restarted
+# leader learns of its members within this (measured: the service back in 5.2 s).
+REREGISTRATION_S = 5.0
 REACH_TIMEOUT_S = 3.0
 WATCH_INTERVAL_S = 0.5  # how often it looks at its admin (and the actors to end at the end)
 
@@ -114,7 +117,6 @@ def join(member: Membership, ready_file: str | None = None) -> int:
     """Start the member's actor system in the leader's convention, say so (``report``),
     and serve until SIGTERM or SIGINT; 1 if its admin died meanwhile."""
     from thespian.actors import ActorSystem
-    from thespian.system.admin import convention
 
     check(member)
     sys_cfg = member.config.system
@@ -128,9 +130,6 @@ def join(member: Membership, ready_file: str | None = None) -> int:
                                  member.config.logging.level)
     restrict_bind(sys_cfg.bind_address)
     os.environ[START_METHOD_ENV] = sys_cfg.start_method
-    # Read by Thespian when its admin module loads (a spawned admin), and set here for a forked one.
-    os.environ["CONVENTION_REREGISTRATION_PERIOD"] = f"0:{int(REREGISTRATION.total_seconds())}"
-    convention.CONVENTION_REREGISTRATION_PERIOD = REREGISTRATION
     offered = advertised(member.name, sys_cfg.bind_address, sys_cfg.admin_port,
                          sys_cfg.start_method, leader=member.leader)
     stop = {"requested": False}
@@ -142,17 +141,31 @@ def join(member: Membership, ready_file: str | None = None) -> int:
             "admin_port": sys_cfg.admin_port, "pid": os.getpid(), "log_dir": str(log_dir),
             "capabilities": _printable(offered)}, ready_file)
     code, processes = 0, []
+    register_at = time.monotonic() + REREGISTRATION_S
     while not stop["requested"]:
         if admin_pid is not None and not alive(admin_pid):
             code = 1  # its actors went with it; the supervisor places its services elsewhere
             break
         processes = _processes(admin_pid) or processes
+        if time.monotonic() >= register_at:
+            register_at = time.monotonic() + REREGISTRATION_S
+            _register_again(asys, member.name)
         time.sleep(WATCH_INTERVAL_S)
     try:
         asys.shutdown()  # leaves the convention: the supervisor hears of it at once
     finally:
         _end(processes)
     return code
+
+
+def _register_again(asys: Any, name: str) -> None:
+    """Make the member's admin register with the leader now (REREGISTRATION_S says why):
+    Thespian's admin registers again whenever its capabilities change."""
+    try:
+        asys.updateCapability(MEMBER, name)  # the same value: only the registration matters
+    except Exception as exc:  # noqa: BLE001 - the admin in a bad way: the watch above decides
+        structlog.get_logger().warning("member_register_failed",
+                                       error=f"{type(exc).__name__}: {exc}")
 
 
 def admin_pid_on(port: int, besides: int | None = None) -> int | None:

@@ -17,6 +17,7 @@ GPU driver is present or torch is not installed.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -90,7 +91,9 @@ def meets(capabilities: Mapping[str, Any], requirements: Mapping[str, Any]) -> s
 def shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "nothing" if value is None else json.dumps(value) if isinstance(value, str) else str(value)
+    if value is None:
+        return "nothing"
+    return json.dumps(value) if isinstance(value, str) else str(value)
 
 
 # -- what this host offers --------------------------------------------------------------
@@ -99,9 +102,10 @@ def probe() -> dict[str, Any]:
     found = {CORES: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1,
              MEMORY: psutil.virtual_memory().total, **cuda_devices()}
-    return {**found, **test_override()}
+    return {**found, **overridden_for_tests()}
 
 
+@functools.lru_cache(maxsize=1)  # a launcher that restarts its runtime asks once
 def cuda_devices() -> dict[str, Any]:
     """{gpu, cuda_devices, cuda_device_names} as torch reports them, asked in a child
     interpreter (never here: this process forks); none without a driver or torch."""
@@ -119,7 +123,7 @@ def cuda_devices() -> dict[str, Any]:
     return {GPU: count > 0, CUDA_DEVICES: count, CUDA_NAMES: names}
 
 
-def test_override() -> dict[str, Any]:
+def overridden_for_tests() -> dict[str, Any]:
     raw = os.environ.get(TEST_OVERRIDE_ENV)
     if not raw:
         return {}
@@ -142,6 +146,7 @@ def default_name(admin_port: int) -> str:
     return f"{socket.gethostname()}:{admin_port}"
 
 
-def process_start_method() -> str:
-    """How this process's actor system starts actors ("fork" unless it said otherwise)."""
-    return os.environ.get(START_METHOD_ENV, "fork")
+def process_start_method() -> str | None:
+    """How this process's actor system starts its actors; None in a process that no actor
+    system of the runtime started (a test or a benchmark calling a service in-process)."""
+    return os.environ.get(START_METHOD_ENV)

@@ -43,8 +43,8 @@ from messages.service import (
 from messages.system import (
     ApplyConfig, Drain, DrainDone, ErrorReply, GetHealth, GetRoutes, GetService, GetServiceMetrics,
     GetSystemInfo, HealthCause, HealthEvent, HealthEventKind, HealthReport, ListServices,
-    MemberInfo, MetricsReport, RestartService, Routes, ServiceList, ShutdownSystem, StartSystem, Subscribed,
-    SubscribeHealth, SubscribeRoutes, SystemInfo, SystemStopped, SystemStopping,
+    MemberInfo, MetricsReport, RestartService, Routes, ServiceList, ShutdownSystem, StartSystem,
+    Subscribed, SubscribeHealth, SubscribeRoutes, SystemInfo, SystemStopped, SystemStopping,
     RoutesApplied, UnsubscribeHealth, UnsubscribeRoutes,
 )
 from runtime.processes import end_runtime
@@ -324,7 +324,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
 
         ``code`` is what the callers of its tasks in flight get."""
         self._end_process(child)
-        child.address, child.pid = None, None
+        child.address, child.pid, child.member = None, None, None
         child.last_error = reason
         if self.shutting_down:
             child.status = S.OFFLINE
@@ -559,7 +559,8 @@ class Supervisor(Rollouts, GrymActor, Actor):
             core=tuple(c.info() for c in self.core.values()),
             log_dir=str(self.config.log_dir()), pid=os.getpid(),
             admin_port=self.config.system.admin_port, last_apply=self.last_apply, incarnation=self.incarnation,
-            admin_pid=os.getppid(), members=self._members_info())  # Thespian's admin is every top-level actor's parent
+            admin_pid=os.getppid(),  # Thespian's admin is every top-level actor's parent
+            members=self._members_info())
 
     # -- metrics --------------------------------------------------------------------------
     def on_get_metrics(self, msg: GetServiceMetrics, sender: Any) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from host.cli import main as cli
 from host.launcher import alive
 from host.member import admin_pid_on
 from messages import ErrorCode, Task
-from messages.errors import ServiceUnavailable
+from messages.errors import GrymError, ServiceUnavailable
 from runtime.capabilities import TEST_OVERRIDE_ENV
 from tests.conftest import free_port, wait_until
 
@@ -223,3 +224,25 @@ def test_a_cuda_service_is_placed_on_a_member_that_spawns(start_system, join, tm
 
 def where_error(system, name: str) -> str | None:
     return next(s.last_error for s in system.services() if s.name == name)
+
+
+@pytest.mark.slow
+def test_members_rejoin_a_restarted_leader(start_system, join):
+    """kill -9 of the supervisor: the launcher starts the runtime again (a new admin on the
+    same port) and the member registers with it again (host.member.REREGISTRATION_S)."""
+    system = start_system({"services": {
+        "gpu": {"kind": "echo", "eager": True, "requires": {"gpu": True}}}})
+    join(system, m1=True)
+    wait_until(lambda: where(system)["gpu"][:2] == ("online", "m1"), timeout=15)
+    os.kill(system.info.pid, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def back() -> bool:
+        try:
+            return where(system)["gpu"][:2] == ("online", "m1")
+        except GrymError:
+            return False
+
+    wait_until(back, timeout=30, interval=0.2)
+    print(f"\nthe member's service online again {time.monotonic() - killed:.1f} s after the "
+          "leader's supervisor was killed")

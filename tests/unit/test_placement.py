@@ -54,6 +54,13 @@ def test_the_service_actor_asks_the_same_rule():
     assert not ServiceActor.actorSystemCapabilityCheck(member("m1", gpu=True), {"member": "m2"})
 
 
+@pytest.fixture(autouse=True)
+def fresh_probe():
+    caps.cuda_devices.cache_clear()  # asked once per process: each test asks anew
+    yield
+    caps.cuda_devices.cache_clear()
+
+
 def test_probe_without_a_gpu_driver_never_runs_torch(monkeypatch):
     monkeypatch.setattr(caps, "_GPU_DRIVER_PATHS", ("/nonexistent/driver",))
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("torch was asked"))
@@ -310,3 +317,58 @@ def test_one_heartbeat_out_at_a_time(make):  # noqa: F811
     assert beats == [1, 0, 0]
     assert [a for a, m in sup.tick({"echo": {}}) if a == address
             and type(m).__name__ == "Heartbeat"] == [address]  # answered: the next one goes
+
+
+# -- run.py join: what a member refuses before it starts anything ------------------------
+def membership_in(tmp_path, leader: str, **system):
+    from host.member import membership
+    config = tmp_path / "member.toml"
+    config.write_text("[system]\n" + "".join(f'{k} = "{v}"\n' for k, v in system.items()))
+    from tests.conftest import free_port
+    return membership(leader, str(config), free_port(), "m1")
+
+
+def key_file(tmp_path):
+    from runtime import frames
+    return frames.write_secret_file(tmp_path / "keys" / "secret.key")
+
+
+def test_a_member_needs_the_runtime_s_key(tmp_path):
+    from host.member import check
+    member = membership_in(tmp_path, "127.0.0.1:19500", secret_file=str(tmp_path / "none.key"))
+    with pytest.raises(ConfigError) as caught:
+        check(member)
+    assert caught.value.details["key"] == "system.secret_file"
+    assert "copy the leader's key file" in caught.value.message
+
+
+def test_a_loopback_member_of_a_remote_leader_is_refused(tmp_path):
+    from host.member import check
+    member = membership_in(tmp_path, "10.1.2.3:19500", secret_file=str(key_file(tmp_path)))
+    with pytest.raises(ConfigError) as caught:
+        check(member)
+    assert caught.value.details["key"] == "system.bind_address"
+
+
+def test_a_leader_that_does_not_answer_is_refused(tmp_path):
+    from host.member import check
+    from tests.conftest import free_port
+    member = membership_in(tmp_path, f"127.0.0.1:{free_port()}",
+                           secret_file=str(key_file(tmp_path)))
+    with pytest.raises(InitError, match="no runtime answers at 127.0.0.1"):
+        check(member)
+
+
+@pytest.mark.parametrize("leader", ["localhost", "10.0.0.1:", ":19500", "h:0", "h:99999"])
+def test_the_leader_is_host_and_port(leader):
+    from host.member import parse_leader
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        parse_leader(leader)
+
+
+def test_a_member_uses_the_leader_s_key_by_default(tmp_path):
+    from host.member import membership
+    member = membership("127.0.0.1:23456", None, 23457, None)
+    assert member.secret_file == SystemConfig.from_dict(
+        {"system": {"admin_port": 23456}}).secret_file()
+    assert member.config.system.admin_port == 23457 and member.name.endswith(":23457")
