@@ -230,12 +230,16 @@ class DirectPath:
             if epoch != target_epoch:
                 return None  # the target is of a start of the runtime that went away
             endpoint = system._endpoint(epoch)
-            endpoint.tell(target.address, task)
+            # ask, not tell: Thespian's tell blocks until the frame is sent, and to a service
+            # that was just killed it retries for 35 s (TRANSMIT_RETRY_PERIOD); ask's wait is
+            # bounded, and the loop below notices the lost service.
+            send = lambda wait_s: endpoint.ask(target.address, task, wait_s)  # noqa: E731
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TaskTimeout(f"no answer to Task within {wait:g} s", {"timeout_s": wait})
-                reply = endpoint.listen(min(SLICE_S, remaining))
+                reply = send(min(SLICE_S, remaining))
+                send = endpoint.listen
                 if isinstance(reply, TaskResult) and reply.task_id == task.id:
                     if reply.error is not None and is_retryable(reply.error):
                         return None
