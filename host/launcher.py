@@ -468,6 +468,22 @@ def _runtime_up(admin_pid: int | None, config: SystemConfig) -> bool:
     return port_in_use(config.system.bind_address, config.system.admin_port)
 
 
+def end_processes(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to ``timeout_s`` for ``processes`` to end (a zombie has), then kill the
+    ones that did not; returns those."""
+    deadline = time.monotonic() + timeout_s
+    left = [p for p in processes if alive(p.pid)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if alive(p.pid)]
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    return left
+
+
 def end_leftovers(timeout_s: float) -> None:
     """Wait for every process of this runtime to end, then kill what did not.
 
@@ -475,17 +491,9 @@ def end_leftovers(timeout_s: float) -> None:
     stop`` waits for exactly that, and systemd kills whatever is left in the
     unit the moment its main process exits.
     """
-    deadline = time.monotonic() + timeout_s
     # multiprocessing's resource tracker (spawn start method) ends with us: not a leftover.
-    left = [p for p in forks_of_this_process() if "resource_tracker" not in " ".join(p.cmdline())]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = [p for p in left if alive(p.pid)]
-    for proc in left:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+    left = end_processes([p for p in forks_of_this_process()
+                          if "resource_tracker" not in " ".join(p.cmdline())], timeout_s)
     if left:
         structlog.get_logger().warning("killed_leftover_processes", pids=[p.pid for p in left])
 

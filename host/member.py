@@ -33,7 +33,7 @@ from runtime.logs import configure_logging
 from runtime.network import restrict_bind
 from supervisor.config import SystemConfig
 
-from .launcher import SYSTEM_BASE, PortInUse, alive, port_in_use, report
+from .launcher import SYSTEM_BASE, PortInUse, alive, end_processes, port_in_use, report
 from .toml_config import read_config
 
 DEFAULT_MEMBER_PORT = 19500
@@ -154,7 +154,7 @@ def join(member: Membership, ready_file: str | None = None) -> int:
     try:
         asys.shutdown()  # leaves the convention: the supervisor hears of it at once
     finally:
-        _end(processes)
+        end_processes(processes, timeout_s=5.0)
     return code
 
 
@@ -192,20 +192,6 @@ def _processes(admin_pid: int | None) -> list[psutil.Process]:
         return [admin, *admin.children(recursive=True)] if admin else []
     except psutil.Error:
         return []
-
-
-def _end(processes: list[psutil.Process], timeout_s: float = 5.0) -> None:
-    """Wait for the member's processes to end (a zombie has), then kill what did not."""
-    deadline = time.monotonic() + timeout_s
-    left = [p for p in processes if alive(p.pid)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [p for p in left if alive(p.pid)]
-    for proc in left:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
 
 
 def _printable(capabilities: dict[str, Any]) -> dict[str, Any]:

@@ -345,6 +345,17 @@ class Routes(Message):
 
 
 # -- supervisor -> router --------------------------------------------------------------
+def _require_table(msg: Any) -> None:
+    """The fields RouterSetup and ApplyRoutes share: a whole route table and directory."""
+    _require_routes(msg.routes)
+    require(isinstance(msg.fetch_context, frozenset), "fetch_context", "must be a frozenset")
+    require(isinstance(msg.directory, tuple) and all(
+        isinstance(d, ServiceDirectoryUpdate) for d in msg.directory),
+        "directory", "must be a tuple of ServiceDirectoryUpdate")
+    for entry in msg.directory:
+        entry.validate()
+
+
 def _require_routes(routes: Any) -> None:
     require(isinstance(routes, Mapping) and all(
         isinstance(k, str) and is_route(v) for k, v in routes.items()),
@@ -362,13 +373,7 @@ class RouterSetup(Message):
     directory: tuple[ServiceDirectoryUpdate, ...] = ()
 
     def validate(self) -> None:
-        _require_routes(self.routes)
-        require(isinstance(self.fetch_context, frozenset), "fetch_context", "must be a frozenset")
-        require(isinstance(self.directory, tuple) and all(
-            isinstance(d, ServiceDirectoryUpdate) for d in self.directory),
-            "directory", "must be a tuple of ServiceDirectoryUpdate")
-        for entry in self.directory:
-            entry.validate()
+        _require_table(self)
         require_seconds(self.default_timeout_s, "default_timeout_s", allow_none=False)
 
 
@@ -510,13 +515,7 @@ class ApplyRoutes(Message):
     token: str = ""
 
     def validate(self) -> None:
-        _require_routes(self.routes)
-        require(isinstance(self.fetch_context, frozenset), "fetch_context", "must be a frozenset")
-        require(isinstance(self.directory, tuple) and all(
-            isinstance(d, ServiceDirectoryUpdate) for d in self.directory),
-            "directory", "must be a tuple of ServiceDirectoryUpdate")
-        for entry in self.directory:
-            entry.validate()
+        _require_table(self)
         require(isinstance(self.removed, tuple) and all(isinstance(n, str) for n in self.removed),
                 "removed", "must be a tuple of service ids")
         require_seconds(self.default_timeout_s, "default_timeout_s", allow_none=False)
