@@ -27,7 +27,6 @@ the way in for external actors.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -53,6 +52,7 @@ from runtime.logs import host_logger
 
 from .connection import SLICE_S, State
 from .context_feed import ContextFeed
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .system import ServiceSystem
@@ -176,7 +176,7 @@ class DirectPath:
         self._metrics_lock = threading.Lock()
         self._last_flush = 0.0
         self.sent = 0  # tasks this path ran (the rest went through the router)
-        self.history: queue.SimpleQueue[StoreContext] = queue.SimpleQueue()
+        self.outbox = Outbox(system)  # counts and history, sent off the callers' threads
         self._feed = RouteFeed(system, self)
 
     def wait_ready(self, timeout: float) -> bool:
@@ -189,6 +189,7 @@ class DirectPath:
     def stop(self) -> None:
         self._feed.stop()
         self.context.stop()
+        self.outbox.stop()
 
     def run(self, task: Task, service: str | None, timeout: float | None) -> TaskResult | None:
         epoch = self._system._conn.epoch  # the start of the runtime the replica's target is of
@@ -274,45 +275,31 @@ class DirectPath:
             self._metrics.record(service, task_type, result)
             idle = time.monotonic() - self._last_flush >= METRICS_FLUSH_S
         if idle:  # the first task after a quiet spell is counted at once; the feed does the rest
-            self.flush_metrics(self._system._endpoint(self._system._conn.epoch))
+            self.flush_metrics()
 
-    def flush_metrics(self, endpoint: Any) -> None:
+    def flush_metrics(self) -> None:
+        """Queue the counts since the last flush for the router (never waits)."""
         with self._metrics_lock:
             if not self._metrics.requests:
                 return
             report = self._metrics.snapshot({}, 0)
             self._metrics = RouterMetrics()
             self._last_flush = time.monotonic()
-        router = self._system._info.router
-        if router is None:
-            return  # between two generations of the router: these counts are dropped
-        try:
-            endpoint.tell(router, DirectTaskMetrics(report))
-        except Exception as exc:  # noqa: BLE001 - metrics must never fail a task
-            log.debug("direct_metrics_not_sent", error=f"{type(exc).__name__}: {exc}")
+        # No router (between two of its generations): these counts are dropped.
+        self.outbox.put(self._system._conn.epoch, self._system._info.router,
+                        DirectTaskMetrics(report))
 
     def _store_history(self, task: Task, result: TaskResult, service: str) -> None:
-        # Sent by the feed thread, whose endpoint reads (and drops) the ContextAck: on
-        # the caller's endpoint it would be taken for the answer to its next call.
-        self.history.put(StoreContext(ContextItem(
+        # As the router: history is best effort.
+        self.outbox.put(self._system._conn.epoch, self.replica.context, StoreContext(ContextItem(
             type="task_history", content=task_history_content(task, result, service),
             source=service, task_id=task.id)))
-
-    def send_history(self, endpoint: Any) -> None:
-        while not self.history.empty():
-            store = self.history.get()
-            if self.replica.context is None:
-                continue  # as the router: history is best effort
-            try:
-                endpoint.tell(self.replica.context, store)
-            except Exception as exc:  # noqa: BLE001 - best effort, as above
-                log.warning("task_history_not_stored", task_id=store.item.task_id, error=str(exc))
 
 
 class RouteFeed:
     """The thread that keeps the replica in step: subscribed to the supervisor of the
     runtime's current start, reading every message (an endpoint nobody reads would
-    stall the supervisor), and sending the direct tasks' counts to the router."""
+    stall the supervisor), and queueing the direct tasks' counts for the router."""
 
     def __init__(self, system: "ServiceSystem", path: DirectPath):
         self._system, self._path = system, path
@@ -354,11 +341,9 @@ class RouteFeed:
                 if msg is not None and not path.replica.apply(msg):
                     log.debug("route_feed_ignored", message=type(msg).__name__)
                 if time.monotonic() - path._last_flush >= METRICS_FLUSH_S:
-                    path.flush_metrics(endpoint)
-                path.send_history(endpoint)
+                    path.flush_metrics()
         finally:
-            path.flush_metrics(endpoint)
-            path.send_history(endpoint)
+            path.flush_metrics()
             if conn.epoch == epoch and conn.state is State.CONNECTED:
                 endpoint.tell(supervisor, UnsubscribeRoutes())
 
