@@ -19,6 +19,7 @@ from messages.service import ServiceTask, ServiceTaskDone
 from messages.system import (
     ApplyRoutes, ContextMoved, DirectTaskMetrics, Drain, DrainDone, ErrorReply, ExecuteTask,
     GetRouterMetrics, GetRoutes, Routes, RoutesApplied, RouterSetup, ServiceDirectoryUpdate,
+    replica_service,
 )
 from messages.task import Task, TaskResult, effective_timeout_s
 
@@ -165,6 +166,7 @@ class TaskRouter(GrymActor, Actor):
                                         self._type_label(task.type), exc.code.value)
             raise
         entry.in_flight += 1
+        service = entry.name  # the replica it goes to
         timeout = effective_timeout_s(task, entry.task_timeout_s, self.default_timeout_s)
         p = Pending(next(self.ids), task, caller, service, now, now + timeout,
                     entry.generation, direct=direct)
@@ -187,9 +189,11 @@ class TaskRouter(GrymActor, Actor):
             # while the context was fetched. A routed task whose service is gone
             # follows its type's route as it is now.
             try:
-                if p.service not in self.table.services and not p.direct:
-                    p.service = self.table.service_for(task.type, pinned_version(task))
+                if p.service not in self.table.services:
+                    p.service = replica_service(p.service) if p.direct else \
+                        self.table.service_for(task.type, pinned_version(task))
                 entry = self.table.admit(p.service)
+                p.service = entry.name
             except GrymError as exc:
                 self._finish(p, TaskResult.failure(task.id, exc.info()))
                 return

@@ -149,10 +149,18 @@ class RouteReplica:
                 entry = self._table.admit(name)
             except GrymError:
                 return None
-            return Target(name, entry.address, entry.generation, entry.kind or name,
+            entry.in_flight += 1  # this host's own: it picks the replica with the fewest
+            return Target(entry.name, entry.address, entry.generation, entry.kind or name,
                           effective_timeout_s(task, entry.task_timeout_s, self._default_timeout_s),
                           wants_context=service is None and task.context is None
-                          and name in self._fetch_context)
+                          and entry.name in self._fetch_context)
+
+    def done(self, target: Target) -> None:
+        """A task sent to ``target`` was answered (or given up on)."""
+        with self._lock:
+            entry = self._table.services.get(target.service)
+            if entry is not None and entry.generation == target.generation and entry.in_flight:
+                entry.in_flight -= 1
 
     def lost(self, service: str, generation: int) -> tuple[str, ErrorCode] | None:
         with self._lock:
@@ -196,6 +204,13 @@ class DirectPath:
         target = self.replica.target(task, service, epoch)
         if target is None:
             return None
+        try:
+            return self._run(task, target, timeout, epoch)
+        finally:
+            self.replica.done(target)
+
+    def _run(self, task: Task, target: Target, timeout: float | None,
+             epoch: int) -> TaskResult | None:
         context_ms = 0.0
         if target.wants_context:
             found = self.context.for_task(target, task)

@@ -91,12 +91,19 @@ def service_families(info: SystemInfo, metrics: MetricsReport | None) -> Iterato
                               labels=["service", "state"])
     restarts = CounterMetricFamily("grym_service_restarts", "Restarts by the supervisor",
                                    labels=["service"])
+    replicas = GaugeMetricFamily("grym_service_replicas", "Replicas that take work, by the "
+                                 "service id they serve", labels=["service"])
+    serving: dict[str, int] = {}
     for s in info.services:
         up.add_metric([s.name], 1.0 if s.status in UP_STATES else 0.0)
         for st in ServiceStatus:
             state.add_metric([s.name, st.value], 1.0 if s.status is st else 0.0)
         restarts.add_metric([s.name], s.restarts)
-    yield from (up, state, restarts)
+        group = s.replica_of or s.name
+        serving[group] = serving.get(group, 0) + (s.status in UP_STATES)
+    for group, count in serving.items():
+        replicas.add_metric([group], count)
+    yield from (up, state, restarts, replicas)
     if metrics is None:
         return
     memory = GaugeMetricFamily("grym_service_resident_memory_bytes",

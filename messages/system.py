@@ -28,6 +28,21 @@ def service_id(name: str, version: str | None) -> str:
     return name if version is None else f"{name}{VERSION_SEPARATOR}{version}"
 
 
+# A service with ``replicas = N`` runs N children: the service id itself is replica 0,
+# and ``id#1`` .. ``id#N-1`` are the others, each with its own process, generation,
+# health and metrics. Routes name the service; the router picks the replica.
+REPLICA_SEPARATOR = "#"
+
+
+def replica_id(sid: str, index: int) -> str:
+    return sid if index == 0 else f"{sid}{REPLICA_SEPARATOR}{index}"
+
+
+def replica_service(rid: str) -> str:
+    """``"asr@2#1"`` -> ``"asr@2"``: the service id a replica id belongs to."""
+    return rid.partition(REPLICA_SEPARATOR)[0]
+
+
 def split_service_id(sid: str) -> tuple[str, str | None]:
     """``"asr@2"`` -> ``("asr", "2")``; ``"asr"`` -> ``("asr", None)``."""
     name, sep, version = sid.partition(VERSION_SEPARATOR)
@@ -105,6 +120,7 @@ class ServiceInfo(Message):
     version: str | None = None           # from its table; its id (``name``) is name@version
     address: Any = None   # the service actor's, while it is up: hosts send tasks straight to it
     member: str | None = None            # the convention member it runs on (its name)
+    replica_of: str | None = None        # the service id, for a replica other than the first
 
 
 @dataclass(frozen=True)
@@ -227,6 +243,7 @@ class HealthEventKind(str, enum.Enum):
     SERVICE_STOPPED = "service_stopped"      # ended normally, not restarted (transient, temporary)
     SERVICE_FAILED = "service_failed"
     ROLLOUT_FAILED = "rollout_failed"        # an apply's new service did not come up: nothing changed
+    SERVICE_SCALED = "service_scaled"        # the autoscaler changed a service's replicas
     # Sent by a host handle, not the supervisor: it re-joined a new start of the runtime,
     # whose event log starts afresh; events of the old one after the last seen may be missing.
     RUNTIME_RESTARTED = "runtime_restarted"
@@ -398,6 +415,7 @@ class ServiceDirectoryUpdate(Message):
     # A generation that a config apply has replaced or removed: the router no longer
     # sends it work, and this update only settles the tasks it still had.
     retiring: bool = False
+    replica_of: str | None = None   # the service id, for a replica other than the first
 
     def validate(self) -> None:
         require_text(self.name, "name")

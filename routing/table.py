@@ -3,6 +3,7 @@ go there now, and which accepted tasks are still waiting for an answer."""
 from __future__ import annotations
 
 import heapq
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -17,6 +18,9 @@ from messages.task import Task
 
 # Task metadata that pins a task to one version of the service its type routes to.
 VERSION_KEY = "version"
+# Up to this many replicas the least loaded is found by looking at all; above it, at
+# two picked at random (the power of two choices: nearly as even, and O(1)).
+LOOK_AT_ALL_UP_TO = 8
 
 
 def pinned_version(task: Task) -> str | None:
@@ -40,6 +44,11 @@ class ServiceEntry:
     kind: str = ""
     task_timeout_s: float | None = None
     in_flight: int = 0
+    service: str = ""      # the service id it is a replica of (its own name for the first)
+
+    def takes_work(self) -> bool:
+        return (self.address is not None and self.status.accepts_tasks
+                and self.in_flight < self.max_queue)
 
 
 @dataclass
@@ -115,7 +124,8 @@ class RouteTable:
     def replace(self, msg: ServiceDirectoryUpdate) -> None:
         """``msg``'s generation is the service's from now on, whatever the table had."""
         self.services[msg.name] = ServiceEntry(msg.name, msg.address, msg.status, msg.generation,
-                                               msg.max_queue, msg.kind, msg.task_timeout_s)
+                                               msg.max_queue, msg.kind, msg.task_timeout_s,
+                                               service=msg.replica_of or msg.name)
 
     def service_for(self, task_type: str, version: str | None = None) -> str:
         """The service id a task of ``task_type`` goes to: the route's, picked by
@@ -141,24 +151,42 @@ class RouteTable:
             sid = service_id(name, version)
             if sid in self.services:
                 return sid
-        running = sorted(sid for sid in self.services if split_service_id(sid)[0] in names)
+        running = sorted({e.service for e in self.services.values()
+                          if split_service_id(e.service)[0] in names})
         raise ServiceNotFound(f"task type {task_type!r} goes to {', '.join(names)}, which runs no "
                               f"version {version!r} (running: {', '.join(running) or 'none'})",
                               {"task_type": task_type, "version": version})
 
     def _takes_work(self, sid: str) -> bool:
-        entry = self.services.get(sid)
-        return (entry is not None and entry.address is not None and entry.status.accepts_tasks
-                and entry.in_flight < entry.max_queue)
+        return any(e.takes_work() for e in self.replicas(sid))
+
+    def replicas(self, service: str) -> list[ServiceEntry]:
+        """The entries of a service id's replicas; of one replica, for a replica's id."""
+        entry = self.services.get(service)
+        if entry is not None and entry.service != service:
+            return [entry]
+        return [e for e in self.services.values() if e.service == service]
 
     def admit(self, service: str) -> ServiceEntry:
-        """The service's entry if it may take one more task now; otherwise a typed error."""
+        """The entry of the replica of ``service`` that takes its next task: of those that
+        may take one more now, the one with the fewest in flight; otherwise a typed error."""
         if self.draining:
             raise ShuttingDown("the system is shutting down and takes no new tasks")
-        entry = self.services.get(service)
-        if entry is None:
+        replicas = self.replicas(service)
+        if not replicas:
             raise ServiceNotFound(f"no service named {service!r} is configured",
                                   {"service": service})
+        if len(replicas) > 1:
+            ready = [e for e in replicas if e.takes_work()]
+            if ready:
+                if len(ready) > LOOK_AT_ALL_UP_TO:
+                    ready = random.sample(ready, 2)
+                # Ties at random: hosts that route their own tasks do not all pick the first.
+                return min(ready, key=lambda e: (e.in_flight, random.random()))
+        return self._admit_one(replicas[0], service)
+
+    @staticmethod
+    def _admit_one(entry: ServiceEntry, service: str) -> ServiceEntry:
         if entry.address is None or not entry.status.accepts_tasks:
             raise ServiceUnavailable(f"service {service!r} is {entry.status.value}",
                                      {"service": service, "status": entry.status.value})

@@ -57,6 +57,7 @@ from .config import SystemConfig
 from .health_policy import HealthTracker
 from .placement import Convention, Member
 from .rollout import Rollouts
+from .scaling import Scaling
 
 S = ServiceStatus
 E = HealthEventKind
@@ -66,7 +67,7 @@ MAX_INFO_WAITERS = 1000
 MAX_ROUTE_SUBSCRIBERS = 1000
 
 
-class Supervisor(Rollouts, GrymActor, Actor):
+class Supervisor(Scaling, Rollouts, GrymActor, Actor):
     handlers = {
         StartSystem: "on_start", StatusReply: "on_status", HeartbeatAck: "on_ack",
         ChildActorExited: "on_child_exited", WakeupMessage: "on_wakeup",
@@ -109,6 +110,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
         self.token = secrets.token_hex(16)
         self.convention: Convention | None = None
         self._init_rollouts()
+        self._init_scaling()
 
     # -- start-up -----------------------------------------------------------------
     def on_start(self, msg: StartSystem, sender: Any) -> None:
@@ -169,7 +171,7 @@ class Supervisor(Rollouts, GrymActor, Actor):
         child.generation = self._next_generation(child.name)
         child.status = S.OFFLINE if spec.reports_status else S.ONLINE
         child.pid, child.ending, child.degraded_cause = None, None, None
-        child.reported = False
+        child.reported, child.ongoing = False, 0
         child.health = HealthTracker(config.health, spec.max_memory,
                                      started_at=time.monotonic())
         requirements = spec.service.placement() if spec.service else {}
@@ -448,11 +450,12 @@ class Supervisor(Rollouts, GrymActor, Actor):
                     # still degraded, for another reason
                     self._event(E.SERVICE_DEGRADED, child, verdict.reason, cause=verdict.cause)
                 child.degraded_cause = verdict.cause if verdict.state is S.DEGRADED else None
+        self._autoscale_tick()
 
     def on_ack(self, msg: HeartbeatAck, sender: Any) -> None:
         child = self._child_at(sender)
         if child is not None and child.health is not None:
-            child.pid = msg.pid
+            child.pid, child.ongoing = msg.pid, msg.queue_depth
             child.health.ack_received(msg)
 
     def _event(self, kind: E, child: Child, reason: str, status: S | None = None,

@@ -96,6 +96,7 @@ class Child:
     member: str | None = None
     local: bool = True
     unplaced: bool = False               # failed because no member met its requirements
+    ongoing: int = 0                     # tasks queued or running, at its last heartbeat
 
     @classmethod
     def of(cls, spec: ChildSpec) -> "Child":
@@ -112,7 +113,8 @@ class Child:
                            pid=self.pid, last_error=self.last_error,
                            task_timeout_s=service.task_timeout_s if service else None,
                            version=service.version if service else None,
-                           address=self.address, member=self.member)
+                           address=self.address, member=self.member,
+                           replica_of=service.replica_of if service else None)
 
 
 # -- the specs ------------------------------------------------------------------------
@@ -186,7 +188,8 @@ def directory_entry(child: Child, token: str, lost: Lost | None = None) -> Servi
         name=child.name, address=child.address, status=child.status,
         generation=child.generation, max_queue=spec.max_queue, kind=spec.kind,
         task_timeout_s=spec.task_timeout_s, lost_reason=lost[0] if lost else None,
-        lost_code=lost[1].value if lost else None, token=token, retiring=child.retiring)
+        lost_code=lost[1].value if lost else None, token=token, retiring=child.retiring,
+        replica_of=spec.replica_of)
 
 
 def _context_moved(child: Child, token: str, lost: Lost | None = None) -> ContextMoved:

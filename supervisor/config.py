@@ -16,11 +16,14 @@ from typing import Any, Mapping
 
 from messages.errors import ConfigError
 from messages.system import (
-    VERSION_SEPARATOR, is_route, route_targets, service_id, split_service_id,
+    REPLICA_SEPARATOR, VERSION_SEPARATOR, is_route, replica_id, route_targets, service_id,
+    split_service_id,
 )
 from messages.validation import build_settings, check, is_int, is_number, parse_size
 from runtime.capabilities import REQUIREMENTS
 from services.registry import load_kind
+
+from .autoscaling import AutoscalingConfig
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
 # Not "forkserver": Thespian's multiprocTCPBase cannot start a child under it (its
@@ -207,9 +210,27 @@ class ServiceSpec:
     # What the actor system it runs on must offer (runtime.capabilities.REQUIREMENTS), such as
     # {gpu = true}: the supervisor places it on a member of the convention that meets it.
     requires: Mapping[str, Any] = field(default_factory=dict)
+    # How many processes serve it (Ray Serve's replicas); with an ``autoscaling`` table,
+    # the count it starts with (default its min_replicas), which the autoscaler changes.
+    replicas: int | None = None
+    autoscaling: AutoscalingConfig | None = None
+    replica_of: str | None = None     # set by the runtime on replicas other than the first
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "requires", _requirements(self.requires))
+        if isinstance(self.autoscaling, Mapping):
+            object.__setattr__(self, "autoscaling", build_settings(
+                AutoscalingConfig, self.autoscaling, "autoscaling"))
+        check(self.autoscaling is None or isinstance(self.autoscaling, AutoscalingConfig),
+              "autoscaling", "must be a table such as {min_replicas = 1, max_replicas = 4}")
+        if self.replicas is None:
+            replicas = self.autoscaling.min_replicas if self.autoscaling else 1
+            object.__setattr__(self, "replicas", replicas)
+        check(is_int(self.replicas) and 1 <= self.replicas <= 64, "replicas",
+              "must be an integer from 1 to 64")
+        check(self.autoscaling is None or
+              self.autoscaling.min_replicas <= self.replicas <= self.autoscaling.max_replicas,
+              "replicas", "must be within autoscaling.min_replicas .. max_replicas")
         check(self.version is None or (isinstance(self.version, str)
                                        and bool(_VERSION.match(self.version))),
               "version", f"must be a string of letters, digits, '.', '_' or '-' such as "
@@ -229,6 +250,12 @@ class ServiceSpec:
         if self.max_memory is not None:
             object.__setattr__(self, "max_memory", parse_size(self.max_memory, "max_memory"))
 
+
+    def replica_specs(self) -> list["ServiceSpec"]:
+        """One spec per replica: this one (replica 0), then ``id#1`` .. ``id#N-1``."""
+        return [self, *(dataclasses.replace(self, name=replica_id(self.name, i),
+                                            replica_of=self.name)
+                        for i in range(1, self.replicas))]
 
     def placement(self) -> dict[str, Any]:
         """Where it may run: its ``requires``, and what its kind's settings need (a CUDA
@@ -264,7 +291,7 @@ _RESTART_KEYS = frozenset(f.name for f in dataclasses.fields(RestartSettings))
 # ``kind`` and ``version`` goes to the kind's Settings.
 RUNTIME_KEYS = frozenset(f.name for f in dataclasses.fields(ServiceSpec)
                          if f.name not in ("name", "kind", "settings", "restart",
-                                           "version")) | _RESTART_KEYS
+                                           "version", "replica_of")) | _RESTART_KEYS
 _OWN_KEYS = frozenset({"kind", "version"})
 
 
@@ -273,6 +300,8 @@ def _service_spec(key: str, table: Mapping[str, Any],
     where = f"services.{key}"
     name, key_version = split_service_id(key)
     check(bool(name), where, f"a service name must not start with {VERSION_SEPARATOR!r}")
+    check(REPLICA_SEPARATOR not in key, where,
+          f"a service name must not contain {REPLICA_SEPARATOR!r} (it names replicas)")
     check(name not in RESERVED_NAMES, where,
           f"the name {name!r} is the runtime's own (reserved: "
           f"{', '.join(sorted(RESERVED_NAMES))}); give the service another name")
@@ -346,7 +375,7 @@ def _routes(services: Mapping[str, ServiceSpec], explicit: Mapping[str, Any]) ->
 class SystemConfig:
     system: SystemSettings
     health: HealthSettings
-    services: Mapping[str, ServiceSpec]   # by service id (name, or name@version)
+    services: Mapping[str, ServiceSpec]   # by service id (name, or name@version), and replica
     routes: Mapping[str, Any]             # task type -> service id, or {service id: weight}
     context: Mapping[str, Any] = field(default_factory=dict)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -394,6 +423,8 @@ class SystemConfig:
                   f"runs as {spec.name!r}, as another table does; give each version its own")
             services[spec.name] = spec
         routes = _routes(services, dict(data.get("routes", {})))
+        services = {replica.name: replica for spec in services.values()
+                    for replica in spec.replica_specs()}
         system = build_settings(SystemSettings, data.get("system"), "system")
         for spec in services.values():
             _check_start_method(spec, system)

@@ -36,7 +36,10 @@ from .config import ServiceSpec, SystemConfig
 # (ports, addresses, start method, key, log directory) were used to start it.
 IN_PLACE_SYSTEM_KEYS = frozenset({"default_task_timeout_s", "start_timeout_s"})
 # Service keys applied to the running service; any other change replaces it.
-IN_PLACE_SERVICE_KEYS = frozenset({"restart", "eager", "fetch_context"})
+IN_PLACE_SERVICE_KEYS = frozenset({"restart", "eager", "fetch_context", "replicas",
+                                   "autoscaling"})
+# Said once, on the service's first replica; the others start or stop.
+REPLICA_COUNT_KEYS = frozenset({"replicas", "autoscaling"})
 # Set up by the launcher when the runtime started.
 LAUNCHER_SECTIONS = ("metrics", "http", "logging")
 
@@ -90,6 +93,8 @@ def plan(old: SystemConfig, new: SystemConfig) -> Plan:
         if sid not in old.services:
             continue
         changes = _service_changes(sid, old.services[sid], new.services[sid])
+        if new.services[sid].replica_of is not None:
+            changes = tuple(c for c in changes if _root(sid, c.key) not in REPLICA_COUNT_KEYS)
         if any(_root(sid, c.key) not in IN_PLACE_SERVICE_KEYS for c in changes):
             replace.append((sid, changes))
         elif changes:
@@ -98,7 +103,7 @@ def plan(old: SystemConfig, new: SystemConfig) -> Plan:
                    for t in sorted({*old.routes, *new.routes})
                    if old.routes.get(t) != new.routes.get(t))
     steps = (
-        *(PlanStep("start", sid, f"{new.services[sid].kind}; online (and warmed up) before "
+        *(PlanStep("start", sid, f"{_what(new.services[sid])}; online (and warmed up) before "
                                  "traffic moves") for sid in start),
         *(PlanStep("replace", sid, "rolling: " + ", ".join(c.describe() for c in changes))
           for sid, changes in replace),
@@ -113,6 +118,10 @@ def plan(old: SystemConfig, new: SystemConfig) -> Plan:
     )
     return Plan(start=start, replace=tuple(replace), update=tuple(update), stop=stop,
                 routes=routes, settings=settings, context=context, steps=steps)
+
+
+def _what(spec: ServiceSpec) -> str:
+    return spec.kind if spec.replica_of is None else f"a replica of {spec.replica_of}"
 
 
 def _refuse_fixed(old: SystemConfig, new: SystemConfig) -> None:

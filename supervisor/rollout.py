@@ -54,7 +54,7 @@ class Rollout:
     ref: int
     config: SystemConfig            # the new one
     plan: Plan
-    waiter: Any                     # who asked; gets the ApplyReport or the error
+    waiter: Any                     # who asked; gets the ApplyReport or the error (None: the autoscaler)
     drain_s: float
     staged: dict[str, Child]        # service id -> its new generation, not yet routed to
     phase: str = "starting"         # starting -> moving -> moved -> draining
@@ -89,7 +89,8 @@ class Rollouts:
         """A service by id, or by its bare name when exactly one version of it runs."""
         child = self.services.get(name)
         if child is None:
-            versions = [c for sid, c in self.services.items() if split_service_id(sid)[0] == name]
+            versions = [c for sid, c in self.services.items() if split_service_id(sid)[0] == name
+                        and c.spec.service.replica_of is None]
             child = versions[0] if len(versions) == 1 else None
         return child
 
@@ -100,11 +101,14 @@ class Rollouts:
         if self.rollout is not None:
             raise Conflict(f"another apply is in progress ({self.rollout.phase}); try again "
                            "when it is done")
-        new = SystemConfig.from_dict(self._with_running_system(msg.config))
+        new = SystemConfig.from_dict(self._keep_replicas(self._with_running_system(msg.config)))
         plan = make_plan(self.config, new)         # so is a change that cannot be made running
         if msg.dry_run or plan.empty:
             self.send(sender, ApplyReport(plan.steps, applied=False, dry_run=msg.dry_run))
             return
+        self._start_apply(new, plan, sender, msg.drain_s)
+
+    def _start_apply(self, new: SystemConfig, plan: Plan, waiter: Any, drain_s: float) -> None:
         preload(new, plan.staged)
         staged = {}
         for sid in plan.staged:
@@ -115,7 +119,7 @@ class Rollouts:
                 old.was_initialized or old.status in (S.ONLINE, S.DEGRADED))
             child.staged = True
             staged[sid] = child
-        r = self.rollout = Rollout(next(self.apply_refs), new, plan, sender, msg.drain_s, staged)
+        r = self.rollout = Rollout(next(self.apply_refs), new, plan, waiter, drain_s, staged)
         self.log.info("apply_started", ref=r.ref, steps=[s.line() for s in plan.steps])
         for child in staged.values():
             self._spawn(child, new)
@@ -132,7 +136,7 @@ class Rollouts:
             self.rollout = None
             self.last_apply = f"applied: {'; '.join(s.line() for s in r.plan.steps)}"
             self.log.info("config_applied", ref=r.ref, steps=len(r.plan.steps))
-            self.send(r.waiter, ApplyReport(r.plan.steps, applied=True))
+            self._answer_apply(r, ApplyReport(r.plan.steps, applied=True))
 
     def _abort_rollout(self, reason: str, failed: Child | None = None,
                        error: type = InitError) -> None:
@@ -147,7 +151,11 @@ class Rollouts:
         self.log.error("apply_failed", ref=r.ref, reason=reason)
         self._event(HealthEventKind.ROLLOUT_FAILED, failed or next(iter(r.staged.values())),
                     f"apply failed, the running services kept serving: {reason}", S.FAILED)
-        self.send(r.waiter, ErrorReply(error(f"apply failed, nothing changed: {reason}").info()))
+        self._answer_apply(r, ErrorReply(error(f"apply failed, nothing changed: {reason}").info()))
+
+    def _answer_apply(self, r: Rollout, msg: Any) -> None:
+        if r.waiter is not None:
+            self.send(r.waiter, msg)
 
     def _with_running_system(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """``raw`` with the running ``[system]`` keys it leaves out (the admin port a
@@ -302,6 +310,6 @@ class Rollouts:
             self._abort_rollout("the system is shutting down", error=ShuttingDown)
         else:
             self.rollout = None
-            self.send(r.waiter, ErrorReply(ShuttingDown(
+            self._answer_apply(r, ErrorReply(ShuttingDown(
                 "the system is shutting down; the apply was made, its old services stop "
                 "with the rest").info()))

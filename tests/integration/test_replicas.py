@@ -1,0 +1,81 @@
+"""Replicas and autoscaling on a real runtime: a service with ``replicas = N`` runs N
+processes that share its tasks; an autoscaled one grows under load and shrinks after,
+draining what its removed replicas had, with no failed task."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from messages import Task
+from messages.system import HealthEventKind
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def replicas_up(system, service: str = "echo") -> list:
+    return [s for s in system.services() if (s.replica_of or s.name) == service
+            and s.status.accepts_tasks]
+
+
+def test_replicas_share_the_tasks_each_in_its_own_process(start_system):
+    system = start_system({"services": {"echo": {"kind": "echo", "eager": True, "replicas": 3,
+                                                 "delay_ms": 30}}})
+    services = system.services()
+    assert sorted(s.name for s in services) == ["echo", "echo#1", "echo#2"]
+    assert {s.replica_of for s in services} == {None, "echo"}
+    assert len({s.pid for s in services}) == 3, "each replica is its own process"
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda i: system.router.route_task(
+            Task(id=f"t{i}", type="echo", data=i, timeout_s=10)), range(36)))
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    served = {m.name: m.requests for m in system.metrics()}
+    print("tasks per replica:", served)
+    assert set(served) == {"echo", "echo#1", "echo#2"}
+    assert all(n >= 4 for n in served.values()), f"the least loaded replica gets work: {served}"
+
+
+def test_autoscaling_grows_under_load_and_drains_back(start_system):
+    system = start_system({
+        "health": {"heartbeat_interval_s": 0.1},
+        "services": {"echo": {"kind": "echo", "eager": True, "delay_ms": 20, "autoscaling": {
+            "min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2,
+            "upscale_delay_s": 0.3, "downscale_delay_s": 1.0, "look_back_period_s": 0.5}}}})
+    assert len(replicas_up(system)) == 1
+    stop, results, lock = threading.Event(), [], threading.Lock()
+
+    def caller(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            r = system.router.route_task(Task(id=f"c{n}-{i}", type="echo", data=i, timeout_s=10))
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(replicas_up(system)) == 3, timeout=20, interval=0.1)
+        grew_in = time.monotonic() - started
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    stopped = time.monotonic()
+    wait_until(lambda: len(replicas_up(system)) == 1 and len(system.services()) == 1,
+               timeout=30, interval=0.2)
+    shrank_in = time.monotonic() - stopped
+    failed = [r for r in results if not r.ok]
+    print(f"grew to 3 replicas in {grew_in:.1f} s, back to 1 in {shrank_in:.1f} s after the "
+          f"load; {len(results)} tasks, {len(failed)} failed")
+    assert results and not failed, [r.error for r in failed[:3]]
+    scaled = [e for e in system.health.events() if e.kind is HealthEventKind.SERVICE_SCALED]
+    assert any("-> 3 replicas" in e.reason for e in scaled) or \
+        any("1 -> 2" in e.reason for e in scaled), [e.reason for e in scaled]
+    assert any(e.reason.endswith("-> 1 replicas") for e in scaled), [e.reason for e in scaled]
