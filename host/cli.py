@@ -206,8 +206,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for name, info in infos.items():
         m = metrics.get(name)
-        rows.append({"service": name, "kind": info.kind, "state": info.status.value,
-                     "member": info.member, "restarts": info.restarts, "pid": info.pid,
+        rows.append({"service": name, "replica_of": info.replica_of, "kind": info.kind,
+                     "state": info.status.value, "member": info.member, "restarts": info.restarts, "pid": info.pid,
                      "queue": m.queue_depth if m else None, "requests": m.requests if m else None,
                      "errors": m.errors if m else None,
                      "p50_ms": round(m.latency_p50_ms, 2) if m else None,
@@ -230,8 +230,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "supervisor_pid": supervisor_pid, "http": http,
                           "last_apply": last_apply}, indent=2))
         return 0
-    _table(rows, ("service", "kind", "state", "member", "restarts", "queue", "requests",
-                  "errors", "p50_ms", "p99_ms", "rss_mb", "last_error"))
+    columns = ("service", "kind", "state", "member", "restarts", "queue", "requests",
+               "errors", "p50_ms", "p99_ms", "rss_mb", "last_error")
+    if any(row["replica_of"] for row in rows):  # a service with replicas: say whose they are
+        columns = ("service", "replica_of", *columns[1:])
+    _table(rows, columns)
     if len(member_rows) > 1:  # the leader alone: nothing to say
         print()
         _table(member_rows, ("member", "address", "role", "up", "cores", "memory_gb", "gpu",
