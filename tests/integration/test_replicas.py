@@ -79,3 +79,58 @@ def test_autoscaling_grows_under_load_and_drains_back(start_system):
     assert any("-> 3 replicas" in e.reason for e in scaled) or \
         any("1 -> 2" in e.reason for e in scaled), [e.reason for e in scaled]
     assert any(e.reason.endswith("-> 1 replicas") for e in scaled), [e.reason for e in scaled]
+
+
+def test_kill_9_of_one_replica_under_load_the_others_keep_serving(start_system):
+    """Chaos: one of three replicas is killed under load. Only the tasks it was running
+    fail (retryable, in time); the others serve on, and it is restarted."""
+    import os
+    import signal
+
+    from host.system import REPLY_MARGIN_S
+    from messages import ErrorCode
+
+    timeout_s = 2.0
+    system = start_system({"services": {"echo": {"kind": "echo", "eager": True, "replicas": 3,
+                                                 "delay_ms": 10}}})
+    stop, results, lock = threading.Event(), [], threading.Lock()
+
+    def caller(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            t0 = time.monotonic()
+            r = system.router.route_task(Task(id=f"k{n}-{i}", type="echo", data=i,
+                                              timeout_s=timeout_s))
+            with lock:
+                results.append((time.monotonic(), r, time.monotonic() - t0))
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        victim = next(s for s in system.services() if s.name == "echo#1")
+        os.kill(victim.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: any(s.name == "echo#1" and s.generation > victim.generation
+                               and s.status.accepts_tasks for s in system.services()),
+                   timeout=10, interval=0.05)
+        restarted_in = time.monotonic() - killed
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    after = [(at, r) for at, r, _ in results if at > killed]
+    failed = [r for _, r in after if not r.ok]
+    served_after = sum(1 for at, r in after if r.ok and at < killed + restarted_in)
+    print(f"killed echo#1: restarted in {restarted_in:.2f} s; {len(after)} calls after the kill, "
+          f"{len(failed)} failed ({sorted({r.error.code.value for r in failed})}), "
+          f"{served_after} served by the others meanwhile; longest call "
+          f"{max(took for _, _, took in results):.2f} s")
+    assert all(took <= timeout_s + REPLY_MARGIN_S + 1.0 for _, _, took in results)
+    assert {r.error.code for r in failed} <= {ErrorCode.EXECUTION_ERROR,
+                                              ErrorCode.SERVICE_UNAVAILABLE}
+    assert len(failed) <= 6, "only the tasks the killed replica was running"
+    assert served_after > 0 or restarted_in < 0.2, "the other replicas served meanwhile"
