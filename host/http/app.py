@@ -204,11 +204,12 @@ def create_app(state: HttpState) -> Any:
              summary="KServe v2: the named service is serving")
     async def model_ready(name: str) -> Response:
         runtime = system()
-        infos = [s for s in await call(runtime.services, views.VIEW_TIMEOUT_S) if s.name == name]
+        infos = [s for s in await call(runtime.services, views.VIEW_TIMEOUT_S)
+                 if s.name == name or s.replica_of == name]  # ready when one replica serves
         if not infos:
             raise HttpError(404, ErrorCode.SERVICE_NOT_FOUND.value, f"no service named {name!r}",
                             {"service": name})
-        if infos[0].status not in views.SERVING:
+        if not any(s.status in views.SERVING for s in infos):
             return error_response(ServiceUnavailable(
                 f"service {name!r} is {infos[0].status.value}",
                 {"service": name, "state": infos[0].status.value}))

@@ -73,7 +73,9 @@ class HttpServer:
         token = read_token(settings.token_file)
         self.config = config
         self.address, self.port = settings.bind_address, http_port(config)
-        self.state = HttpState((n for n, s in config.services.items() if s.eager), token,
+        # Ready: each eager service serves on its first replica (others come and go).
+        self.state = HttpState((n for n, s in config.services.items()
+                                if s.eager and s.replica_of is None), token,
                                settings.max_body_bytes)
         self.state.attach(host_handle(asys, info, config))
         self._server = uvicorn.Server(uvicorn.Config(

@@ -14,7 +14,8 @@ VIEW_TIMEOUT_S = 5.0
 def service_view(info: ServiceInfo, metrics: ServiceMetrics | None,
                  histogram: dict[str, Any] | None) -> dict[str, Any]:
     m = metrics or ServiceMetrics(name=info.name)
-    return {"name": info.name, "kind": info.kind, "state": info.status.value,
+    return {"name": info.name, "replica_of": info.replica_of, "kind": info.kind,
+            "state": info.status.value,
             "restarts": info.restarts, "pid": info.pid, "last_error": info.last_error,
             "queue_depth": m.queue_depth, "requests": m.requests, "errors": m.errors,
             "error_rate": m.error_rate, "p50_ms": m.latency_p50_ms, "p95_ms": m.latency_p95_ms,

@@ -183,3 +183,20 @@ def test_a_wish_that_turns_round_starts_its_delay_again():
     assert a.decide(0.8, 2) is None   # now wants fewer: a new wish, from 0.8
     a.observe(1.2, 0)
     assert a.decide(1.2, 2) is None, "the up wish's time does not count for the down one"
+
+
+def test_an_apply_that_leaves_replicas_out_keeps_the_autoscalers_count():
+    from types import SimpleNamespace
+
+    from supervisor.scaling import Scaling
+    table = {"kind": "echo", "autoscaling": {"min_replicas": 1, "max_replicas": 4}}
+    running = SystemConfig.from_dict({"services": {"echo": {**table, "replicas": 3}}})
+    shell = SimpleNamespace(config=running)
+    keep = lambda raw: Scaling._keep_replicas(shell, raw)  # noqa: E731
+    assert keep({"services": {"echo": table}})["services"]["echo"]["replicas"] == 3
+    fewer = {**table, "autoscaling": {"min_replicas": 1, "max_replicas": 2}}
+    assert keep({"services": {"echo": fewer}})["services"]["echo"]["replicas"] == 2
+    said = {**table, "replicas": 1}
+    assert keep({"services": {"echo": said}})["services"]["echo"]["replicas"] == 1
+    junk = {**table, "autoscaling": {"max_replicas": "many"}}
+    assert "replicas" not in keep({"services": {"echo": junk}})["services"]["echo"]
