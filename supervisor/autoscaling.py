@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from messages.validation import check, is_int, is_number
 
+MAX_HOLD_S = 60.0   # the longest wait after failed scalings before the next try
+
 
 @dataclass(frozen=True)
 class AutoscalingConfig:
@@ -74,6 +76,20 @@ class Autoscaler:
         self._samples: deque[tuple[float, float]] = deque()
         self._wish: int | None = None        # the replica count wanted since _wish_since
         self._wish_since = 0.0
+        self._failures = 0                   # scalings in a row whose new replicas failed
+        self._hold_until = 0.0
+
+    def failed(self, now: float) -> float:
+        """A change could not be made (its new replicas did not come up): hold off, for
+        twice as long each time in a row (up to a minute), instead of starting a new
+        process every ``upscale_delay_s`` that fails the same way. Returns the hold."""
+        self._failures += 1
+        hold = min(MAX_HOLD_S, max(1.0, self.config.upscale_delay_s) * 2 ** self._failures)
+        self._hold_until = now + hold
+        return hold
+
+    def succeeded(self) -> None:
+        self._failures = 0
 
     def observe(self, now: float, ongoing: float) -> None:
         self._samples.append((now, ongoing))
@@ -90,6 +106,8 @@ class Autoscaler:
 
     def decide(self, now: float, current: int) -> Decision | None:
         """The change to make now, if the wish has held long enough; None otherwise."""
+        if now < self._hold_until:
+            return None
         desired = self.desired()
         if desired == current:
             self._wish = None

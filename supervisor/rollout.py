@@ -137,6 +137,7 @@ class Rollouts:
             self.last_apply = f"applied: {'; '.join(s.line() for s in r.plan.steps)}"
             self.log.info("config_applied", ref=r.ref, steps=len(r.plan.steps))
             self._answer_apply(r, ApplyReport(r.plan.steps, applied=True))
+            self._scaling_done(r.ref, ok=True)
 
     def _abort_rollout(self, reason: str, failed: Child | None = None,
                        error: type = InitError) -> None:
@@ -152,6 +153,7 @@ class Rollouts:
         self._event(HealthEventKind.ROLLOUT_FAILED, failed or next(iter(r.staged.values())),
                     f"apply failed, the running services kept serving: {reason}", S.FAILED)
         self._answer_apply(r, ErrorReply(error(f"apply failed, nothing changed: {reason}").info()))
+        self._scaling_done(r.ref, ok=False)
 
     def _answer_apply(self, r: Rollout, msg: Any) -> None:
         if r.waiter is not None:

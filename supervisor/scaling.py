@@ -28,6 +28,7 @@ from .plan import plan as make_plan
 class Scaling:
     def _init_scaling(self) -> None:
         self.autoscalers: dict[str, Autoscaler] = {}
+        self.scaling: tuple[int, str] | None = None   # the apply in progress: (ref, service)
 
     def _replicas_of(self, sid: str) -> list[Child]:
         return [c for c in self.services.values()
@@ -62,6 +63,22 @@ class Scaling:
         self._event(HealthEventKind.SERVICE_SCALED, self.services[decision.service],
                     decision.reason())
         self._start_apply(new, make_plan(self.config, new), None, drain_s)
+        self.scaling = (self.rollout.ref, decision.service)
+
+    def _scaling_done(self, ref: int, ok: bool) -> None:
+        """The autoscaler's apply ``ref`` ended (a person's: nothing to do)."""
+        if self.scaling is None or self.scaling[0] != ref:
+            return
+        _, sid = self.scaling
+        self.scaling = None
+        scaler = self.autoscalers.get(sid)
+        if scaler is None:
+            return
+        if ok:
+            scaler.succeeded()
+        else:
+            hold = scaler.failed(time.monotonic())
+            self.log.warning("autoscaling_held", service=sid, hold_s=round(hold, 1))
 
     def _keep_replicas(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """A person's apply that leaves ``replicas`` out of an autoscaled service keeps

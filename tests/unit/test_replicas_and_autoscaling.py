@@ -127,7 +127,11 @@ def test_a_replica_named_directly_is_that_replica():
         table.admit("echo#2")
 
 
-def test_many_replicas_use_two_random_choices_and_stay_even():
+def test_many_replicas_use_two_random_choices_and_stay_even(monkeypatch):
+    import random
+
+    from routing import table as table_module
+    monkeypatch.setattr(table_module, "random", random.Random(7))  # the same picks each run
     table = table_with(16)
     for _ in range(16 * 20):
         table.admit("echo").in_flight += 1
@@ -200,3 +204,15 @@ def test_an_apply_that_leaves_replicas_out_keeps_the_autoscalers_count():
     assert keep({"services": {"echo": said}})["services"]["echo"]["replicas"] == 1
     junk = {**table, "autoscaling": {"max_replicas": "many"}}
     assert "replicas" not in keep({"services": {"echo": junk}})["services"]["echo"]
+
+
+def test_after_a_failed_scaling_it_holds_off_longer_each_time():
+    a = scaler(upscale_delay_s=0.0, look_back_period_s=0.0)
+    a.observe(0.0, 16)
+    assert a.decide(0.0, 1) is not None
+    assert a.failed(0.0) == 2.0
+    assert a.decide(1.0, 1) is None, "held"
+    assert a.decide(2.0, 1) is not None
+    assert a.failed(2.0) == 4.0 and a.decide(5.0, 1) is None and a.decide(6.0, 1) is not None
+    a.succeeded()
+    assert a.failed(6.0) == 2.0
