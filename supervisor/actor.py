@@ -175,9 +175,13 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
         child.health = HealthTracker(config.health, spec.max_memory,
                                      started_at=time.monotonic())
         requirements = spec.service.placement() if spec.service else {}
+        # A service's replicas spread over the members that meet its requirements, as Ray
+        # Serve spreads a deployment's: each goes where the fewest of them run already.
+        spread = spec.service is not None and spec.service.replicas > 1
         try:
-            member = self.convention.place(requirements, self._load()) if requirements \
-                else self.convention.local
+            member = self.convention.place(
+                requirements, self._replica_load(child) if spread else self._load()) \
+                if requirements or spread else self.convention.local
         except ServiceUnavailable as exc:
             self._unplaceable(child, exc.message)
             return
@@ -185,7 +189,7 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
         # Named by its member, the child is created there: by Thespian's admin, which
         # asks the class's actorSystemCapabilityCheck (ServiceActor) of each system.
         child.address = self.createActor(spec.actor_class, targetActorRequirements={
-            **requirements, "member": member.name} if requirements else None)
+            **requirements, "member": member.name} if requirements or spread else None)
         self.send(child.address, spec.setup(child, self._spawn_env(config)))
         self._announce(child)
         self.log.info("child_started", child=child.name, generation=child.generation,
@@ -211,6 +215,17 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
         for child in self._children():
             if child.address is not None and child.member is not None:
                 load[child.member] = load.get(child.member, 0) + 1
+        return load
+
+    def _replica_load(self, child: Child) -> dict[str, int]:
+        """How many of ``child``'s fellow replicas run on each member."""
+        service = child.spec.service.replica_of or child.name
+        load: dict[str, int] = {}
+        for c in self._children():
+            if c is not child and c.address is not None and c.member is not None \
+                    and c.spec.service is not None \
+                    and (c.spec.service.replica_of or c.name) == service:
+                load[c.member] = load.get(c.member, 0) + 1
         return load
 
     def _end_process(self, child: Child) -> None:

@@ -12,6 +12,7 @@ import pytest
 from messages import Task
 from messages.system import HealthEventKind
 from tests.conftest import wait_until
+from tests.integration.test_members import join  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -134,3 +135,22 @@ def test_kill_9_of_one_replica_under_load_the_others_keep_serving(start_system):
                                               ErrorCode.SERVICE_UNAVAILABLE}
     assert len(failed) <= 6, "only the tasks the killed replica was running"
     assert served_after > 0 or restarted_in < 0.2, "the other replicas served meanwhile"
+
+
+def test_replicas_spread_over_the_members(start_system, join):
+    """Replicas of one service go where the fewest of them run: with the leader and two
+    members, three replicas run one on each; a fourth goes back to the leader."""
+    system = start_system({"services": {"echo": {"kind": "echo", "eager": True}}})
+    join(system, m1=False, m2=False)
+    leader = system.info.members[0].name
+    applied = system.apply({"services": {"echo": {"kind": "echo", "eager": True, "replicas": 4}}},
+                           drain_s=1.0)
+    assert applied.applied
+    placed = {s.name: s.member for s in system.services()}
+    print("replicas placed:", placed)
+    assert placed["echo"] == leader, "the running replica stays where it is"
+    assert sorted(placed.values()) == sorted([leader, leader, "m1", "m2"])
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: system.router.route_task(
+            Task(id=f"s{i}", type="echo", data=i, timeout_s=10)), range(40)))
+    assert all(r.ok for r in results)
