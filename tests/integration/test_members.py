@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from messages import ErrorCode, Task
 from messages.errors import GrymError, ServiceUnavailable
 from runtime.capabilities import TEST_OVERRIDE_ENV
 from tests.conftest import free_port, wait_until
+from tests.load import Callers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,37 +159,18 @@ def test_kill_9_of_a_member_under_load(start_system, join):
     wait_until(lambda: where(system)["gpu"][0] == "online", timeout=15)
     members = {"m1": m1, "m2": m2}
     victim = members[where(system)["gpu"][1]]
-    stop, lock, calls = threading.Event(), threading.Lock(), []
-
-    def caller(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            began = time.monotonic()
-            result = system.router.route_task(Task(id=f"c{n}-{i}", type="echo", data=i,
-                                                   timeout_s=TASK_TIMEOUT_S))
-            with lock:
-                calls.append((began, time.monotonic(), result))
-            time.sleep(0.005)
-
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    victim.kill()
-    killed = time.monotonic()
-    try:
-        wait_until(lambda: any(b > killed and r.ok for b, _, r in calls), timeout=10,
-                   interval=0.01)
-        back_in = min(end for b, end, r in calls if b > killed and r.ok) - killed
+    with Callers(system, 4, timeout_s=TASK_TIMEOUT_S, pause_s=0.005) as load:
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
+        victim.kill()
+        killed = time.monotonic()
+        wait_until(lambda: any(c.began > killed and c.result.ok for c in load.calls),
+                   timeout=10, interval=0.01)
+        back_in = min(c.ended for c in load.calls if c.began > killed and c.result.ok) - killed
+        time.sleep(0.5)
+    calls = load.calls
     now = where(system)["gpu"]
-    late = [end - b for b, end, _ in calls if end - b > TASK_TIMEOUT_S + 0.5]
-    failed = [r for _, _, r in calls if not r.ok]
+    late = [c.took for c in calls if c.took > TASK_TIMEOUT_S + 0.5]
+    failed = load.failed()
     event = next(e for e in reversed(system.health.events()) if e.kind.value == "service_restarted")
     print(f"\nmember {victim.name} killed under load: serving again on {now[1]} after "
           f"{back_in * 1000:.0f} ms; {len(calls)} calls, {len(failed)} failed "

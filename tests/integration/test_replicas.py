@@ -3,7 +3,6 @@ processes that share its tasks; an autoscaled one grows under load and shrinks a
 draining what its removed replicas had, with no failed task."""
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +11,7 @@ import pytest
 from messages import Task
 from messages.system import HealthEventKind
 from tests.conftest import wait_until
+from tests.load import Callers
 from tests.integration.test_members import join  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -47,35 +47,18 @@ def test_autoscaling_grows_under_load_and_drains_back(start_system):
             "min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2,
             "upscale_delay_s": 0.3, "downscale_delay_s": 1.0, "look_back_period_s": 0.5}}}})
     assert len(replicas_up(system)) == 1
-    stop, results, lock = threading.Event(), [], threading.Lock()
-
-    def caller(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            r = system.router.route_task(Task(id=f"c{n}-{i}", type="echo", data=i, timeout_s=10))
-            with lock:
-                results.append(r)
-
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
     started = time.monotonic()
-    for t in threads:
-        t.start()
-    try:
+    with Callers(system, 8, timeout_s=10) as load:
         wait_until(lambda: len(replicas_up(system)) == 3, timeout=20, interval=0.1)
         grew_in = time.monotonic() - started
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(15)
     stopped = time.monotonic()
     wait_until(lambda: len(replicas_up(system)) == 1 and len(system.services()) == 1,
                timeout=30, interval=0.2)
     shrank_in = time.monotonic() - stopped
-    failed = [r for r in results if not r.ok]
+    failed = load.failed()
     print(f"grew to 3 replicas in {grew_in:.1f} s, back to 1 in {shrank_in:.1f} s after the "
-          f"load; {len(results)} tasks, {len(failed)} failed")
-    assert results and not failed, [r.error for r in failed[:3]]
+          f"load; {len(load.calls)} tasks, {len(failed)} failed")
+    assert load.calls and not failed, [r.error for r in failed[:3]]
     scaled = [e for e in system.health.events() if e.kind is HealthEventKind.SERVICE_SCALED]
     assert any("-> 3 replicas" in e.reason for e in scaled) or \
         any("1 -> 2" in e.reason for e in scaled), [e.reason for e in scaled]
@@ -94,22 +77,7 @@ def test_kill_9_of_one_replica_under_load_the_others_keep_serving(start_system):
     timeout_s = 2.0
     system = start_system({"services": {"echo": {"kind": "echo", "eager": True, "replicas": 3,
                                                  "delay_ms": 10}}})
-    stop, results, lock = threading.Event(), [], threading.Lock()
-
-    def caller(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            t0 = time.monotonic()
-            r = system.router.route_task(Task(id=f"k{n}-{i}", type="echo", data=i,
-                                              timeout_s=timeout_s))
-            with lock:
-                results.append((time.monotonic(), r, time.monotonic() - t0))
-
-    threads = [threading.Thread(target=caller, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    try:
+    with Callers(system, 6, timeout_s=timeout_s) as load:
         time.sleep(0.5)
         victim = next(s for s in system.services() if s.name == "echo#1")
         os.kill(victim.pid, signal.SIGKILL)
@@ -119,18 +87,14 @@ def test_kill_9_of_one_replica_under_load_the_others_keep_serving(start_system):
                    timeout=10, interval=0.05)
         restarted_in = time.monotonic() - killed
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(15)
-    after = [(at, r) for at, r, _ in results if at > killed]
-    failed = [r for _, r in after if not r.ok]
-    served_after = sum(1 for at, r in after if r.ok and at < killed + restarted_in)
+    after = [c for c in load.calls if c.ended > killed]
+    failed = [c.result for c in after if not c.result.ok]
+    served_after = sum(1 for c in after if c.result.ok and c.ended < killed + restarted_in)
+    longest = max(c.took for c in load.calls)
     print(f"killed echo#1: restarted in {restarted_in:.2f} s; {len(after)} calls after the kill, "
           f"{len(failed)} failed ({sorted({r.error.code.value for r in failed})}), "
-          f"{served_after} served by the others meanwhile; longest call "
-          f"{max(took for _, _, took in results):.2f} s")
-    assert all(took <= timeout_s + REPLY_MARGIN_S + 1.0 for _, _, took in results)
+          f"{served_after} served by the others meanwhile; longest call {longest:.2f} s")
+    assert longest <= timeout_s + REPLY_MARGIN_S + 1.0
     assert {r.error.code for r in failed} <= {ErrorCode.EXECUTION_ERROR,
                                               ErrorCode.SERVICE_UNAVAILABLE}
     assert len(failed) <= 6, "only the tasks the killed replica was running"
