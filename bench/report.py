@@ -59,6 +59,7 @@ def collect() -> list[Row]:
                         None, "informational", None))
     rows += transport_rows(_load("transport"))
     rows += fast_path_rows(_load("fast_path"))
+    rows += scale_rows(_load("scale"))
     if context:
         for size, data in context.items():
             if size == "meta":
@@ -155,6 +156,74 @@ def fast_path_rows(fast: dict[str, Any] | None) -> list[Row]:
     return rows
 
 
+def scale_rows(scale: dict[str, Any] | None) -> list[Row]:
+    """Issue 15: echo (20 ms a task) from 16 callers on 1 and 4 replicas, beside the floor."""
+    if scale is None:
+        return []
+    r = scale["replicas"]["rows"]
+    floor = next(v for name, v in r.items() if name.startswith("thespian ask"))
+    ratio = scale["replicas"]["ratio"]
+    return [Row(f"echo 20 ms, 16 callers, {name}", r[name]["p50_ms"], r[name]["p99_ms"],
+                floor["p50_ms"], None, goal, met, r[name]["per_s"])
+            for name, goal, met in (
+                ("replicas = 1", "informational (the base of the ratio)", None),
+                ("replicas = 4", f"{ratio:.2f}x the tasks/s of 1 replica (goal >= 3.5)",
+                 ratio >= 3.5))]
+
+
+def scale_goals(scale: dict[str, Any] | None) -> str:
+    """Issue 15's goal table and the autoscaler's decisions in the ramp."""
+    if scale is None:
+        return ""
+    out = ["", "## Issue 15: replicas and autoscaling (this run)", "",
+           "| figure | now | goal | met |", "|---|---:|---|---|"]
+    for name, g in scale["goals"].items():
+        value = "not reached" if g["value"] is None else f"{g['value']:.2f}"
+        met = {True: "yes", False: "**no**"}[g["met"]]
+        out.append(f"| {name} | {value} | {g['goal']} | {met} |")
+    ramp = scale["autoscaling"]
+    out += ["", "Decisions in the ramp (seconds from the start of the run; load from "
+            f"{ramp['ramp_start_s']:.1f} s to {ramp['ramp_end_s']:.1f} s):", ""]
+    out += [f"- {d['t_s']:.1f} s: {d['reason']}" for d in ramp["decisions"]]
+    return "\n".join(out) + "\n"
+
+
+def plot_autoscaling(scale: dict[str, Any] | None, path: Path) -> bool:
+    """The ramp's timeline: replicas that accept tasks, callers and tasks done per second."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    if scale is None:
+        return False
+    ramp = scale["autoscaling"]
+    t = [s["t_s"] for s in ramp["timeline"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.step(t, [s["replicas"] for s in ramp["timeline"]], where="post", color="#2166ac",
+            lw=2, label="replicas accepting tasks")
+    ax.step(t, [s["callers"] / 4 for s in ramp["timeline"]], where="post", color="grey",
+            ls="--", label="callers / 4")
+    for d in ramp["decisions"]:
+        ax.axvline(d["t_s"], color="black", ls=":", lw=1)
+    ax.set_xlabel("seconds (dotted: the autoscaler's decisions)")
+    ax.set_ylabel("replicas")
+    ax.set_ylim(0, ramp["config"]["autoscaling"]["max_replicas"] + 1)
+    rate = ax.twinx()
+    rate.plot(t, [s["tasks_per_s"] for s in ramp["timeline"]], color="#b2182b", lw=1,
+              label="tasks done per s")
+    rate.set_ylabel("tasks done per second")
+    rate.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper right")
+    ax.set_title(f"Autoscaled echo ({ramp['config']['delay_ms']} ms a task): "
+                 f"{ramp['config']['callers']} callers, then none")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
 def fast_path_goals(fast: dict[str, Any] | None) -> str:
     """Issue 14's goal table: each figure as a ratio (or ms) of this run's own floor."""
     if fast is None:
@@ -244,11 +313,13 @@ def plot(rows: list[Row], path: Path) -> bool:
 def main() -> None:
     rows = collect()
     report = RESULTS_DIR / "REPORT.md"
-    text = markdown(rows) + fast_path_goals(_load("fast_path"))
+    text = markdown(rows) + fast_path_goals(_load("fast_path")) + scale_goals(_load("scale"))
     if plot(rows, RESULTS_DIR / "report.png"):
         text += "\n![figures](report.png)\n"
     if plot_callers(_load("fast_path"), RESULTS_DIR / "callers.png"):
         text += "\n![throughput by callers](callers.png)\n"
+    if plot_autoscaling(_load("scale"), RESULTS_DIR / "autoscaling.png"):
+        text += "\n![autoscaling timeline](autoscaling.png)\n"
     report.write_text(text)
     print(text)
     print(f"written: {report}")
