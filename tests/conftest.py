@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from host import ServiceSystem
+from host.launcher import end_processes
 
 
 def free_port() -> int:
@@ -36,10 +37,7 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-@pytest.fixture
-def start_system() -> Iterator[Callable[..., ServiceSystem]]:
-    """Start a runtime (on a free port, which it picks); after the test, shut it
-    down and check that no process of it (launcher, admin, actors) is still alive."""
+def _systems() -> Iterator[Callable[..., ServiceSystem]]:
     started: list[ServiceSystem] = []
 
     def start(config: dict[str, Any]) -> ServiceSystem:
@@ -53,8 +51,21 @@ def start_system() -> Iterator[Callable[..., ServiceSystem]]:
     for system in started:
         processes = system.processes()
         system.shutdown(drain_s=2.0)
-        _, alive = psutil.wait_procs(processes, timeout=10)
-        leftovers += [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
-        for p in alive:
-            p.kill()
+        # A zombie has ended: waiting for it to be reaped (psutil.wait_procs) waited for
+        # whoever adopted it, about 1.5 s a test where PID 1 reaps in batches.
+        leftovers += end_processes(processes, timeout_s=10)
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture
+def start_system() -> Iterator[Callable[..., ServiceSystem]]:
+    """Start a runtime (on a free port, which it picks); after the test, shut it
+    down and check that no process of it (launcher, admin, actors) is still alive."""
+    yield from _systems()
+
+
+@pytest.fixture(scope="module")
+def start_module_system() -> Iterator[Callable[..., ServiceSystem]]:
+    """``start_system`` for a runtime that several tests of a module share (each
+    test leaves it as it found it): shut down and checked after the module."""
+    yield from _systems()

@@ -69,8 +69,15 @@ def raw(mode: str, marker_dir: str, port: int) -> str:
 
 
 def thespian(marker_dir: str, port: int) -> str:
-    from thespian.actors import ActorSystem
+    from datetime import timedelta
 
+    from thespian.actors import ActorSystem
+    from thespian.system import systemBase
+
+    # How long Thespian keeps asking an admin that does not answer (11 s of 2 s asks,
+    # then one more): every ask is the same unsigned frame, refused at once the same way.
+    systemBase.MAX_SYSTEM_SHUTDOWN_DELAY = timedelta(seconds=1)
+    systemBase.MAX_ADMIN_STATUS_REQ_DELAY = timedelta(seconds=0.5)
     result = {"outcome": "no answer"}
 
     def probe() -> None:

@@ -52,10 +52,12 @@ port = {metrics_port}
 
 
 def stop_and_sweep(config, logs) -> None:
-    """Whatever happened, leave nothing running."""
-    subprocess.run([sys.executable, "run.py", "stop", "--config", str(config)],
-                   capture_output=True, timeout=60, env=project_env())
-    for proc in runtime_processes(str(logs / "config.json")):
+    """Whatever happened, leave nothing running (a `run.py stop` only if something is)."""
+    marker = str(logs / "config.json")
+    if runtime_processes(marker):
+        subprocess.run([sys.executable, "run.py", "stop", "--config", str(config)],
+                       capture_output=True, timeout=60, env=project_env())
+    for proc in runtime_processes(marker):
         proc.kill()
 
 

@@ -65,7 +65,10 @@ def test_a_crash_during_a_direct_task_is_answered_when_noticed(start_system):
 
 
 def test_the_deadline_rule_holds_on_the_direct_path(start_system):
-    system = start_system({"services": {"echo": echo(fetch_context=False)}})
+    # A hang past the 2 s asserted below, but not past the teardown's drain: a service
+    # hung through a shutdown costs the shutdown budget (5 s), which
+    # tests/unit/test_supervisor_shell.py checks.
+    system = start_system({"services": {"echo": echo(fetch_context=False, hang_s=2.5)}})
     started = time.monotonic()
     result = direct(system, lambda: system.router.route_task(
         Task(id="slow", type="echo", metadata={"inject": "hang"}, timeout_s=0.3)))

@@ -23,7 +23,7 @@ from host.member import admin_pid_on
 from messages import ErrorCode, Task
 from messages.errors import GrymError, ServiceUnavailable
 from runtime.capabilities import TEST_OVERRIDE_ENV
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, listening, wait_until
 from tests.load import Callers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -181,6 +181,25 @@ def test_kill_9_of_a_member_under_load(start_system, join):
     assert not late, f"calls past their timeout: {late}"
     assert {r.error.code for r in failed} <= {ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TIMEOUT,
                                               ErrorCode.EXECUTION_ERROR}
+
+
+def test_a_member_that_spawns_listens_on_loopback_only(start_system, join):
+    """``run.py join`` with start_method = "spawn": its admin, the join process and a
+    service actor spawned there (a fresh interpreter, which applies the bind address
+    itself) listen on 127.0.0.1 only, none on 0.0.0.0 or ::."""
+    system = start_system({"services": {
+        "gpu": {"kind": "echo", "eager": True, "requires": {"gpu": True}}}})
+    spawner, = join(system, start_method="spawn", spawner=True)
+    wait_until(lambda: where(system)["gpu"][:2] == ("online", "spawner"), timeout=30)
+    assert system.get_service("gpu").execute_task(Task(id="s", type="echo", data=5)).unwrap() == 5
+    service = psutil.Process(where(system)["gpu"][2])
+    assert "spawn_main" in " ".join(service.cmdline())  # spawned, not forked from the admin
+    processes = spawner.processes()
+    assert service in processes
+    sockets = {p.pid: listening(p) for p in processes}
+    assert {port for _, port in sockets[spawner.admin.pid]} >= {spawner.port}, sockets
+    assert sockets[service.pid], sockets  # the spawned actor's own socket
+    assert {ip for socks in sockets.values() for ip, _ in socks} == {"127.0.0.1"}, sockets
 
 
 @pytest.mark.slow

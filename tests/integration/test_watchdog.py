@@ -17,13 +17,16 @@ from tests.integration.test_daemon_cli import stop_and_sweep, write_config
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def datagrams(sock: socket.socket, within_s: float) -> list[str]:
+def datagrams(sock: socket.socket, within_s: float, until: str | None = None) -> list[str]:
+    """What arrives within ``within_s``; with ``until``, only up to the first ``until``."""
     got, deadline = [], time.monotonic() + within_s
     while (left := deadline - time.monotonic()) > 0:
         sock.settimeout(left)
         try:
             got.append(sock.recv(1000).decode())
         except socket.timeout:
+            break
+        if got[-1] == until:
             break
     return got
 
@@ -41,7 +44,7 @@ def test_keep_alive_stops_while_the_supervisor_is_frozen(tmp_path):
         sock.settimeout(60.0)
         first = sock.recv(1000).decode()  # the launcher's first word: ready, and what it serves
         assert first.startswith("READY=1") and "STATUS=serving 1 service" in first
-        assert "WATCHDOG=1" in datagrams(sock, 2.0)
+        assert "WATCHDOG=1" in datagrams(sock, 2.0, until="WATCHDOG=1")
 
         port = int(next(line.split("=")[1] for line in config.read_text().splitlines()
                         if line.startswith("admin_port")))
@@ -54,7 +57,7 @@ def test_keep_alive_stops_while_the_supervisor_is_frozen(tmp_path):
         assert "WATCHDOG=1" not in frozen
         os.kill(supervisor_pid, signal.SIGCONT)
         supervisor_pid = None
-        assert "WATCHDOG=1" in datagrams(sock, 8.0)
+        assert "WATCHDOG=1" in datagrams(sock, 8.0, until="WATCHDOG=1")
     finally:
         if supervisor_pid is not None:
             os.kill(supervisor_pid, signal.SIGCONT)

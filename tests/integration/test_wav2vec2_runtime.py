@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from messages import ErrorCode, Task
-from messages.context import ContextItem
+from messages.context import ContextFilter, ContextItem
 from messages.service import ServiceStatus
 from services.wav2vec2.checkpoint import make_checkpoint
 from tests.conftest import wait_until
@@ -28,13 +28,28 @@ def w2v(model, **settings):
             **settings}
 
 
+@pytest.fixture(scope="module")
+def shared(start_module_system, tiny):
+    return start_module_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+
+
+@pytest.fixture
+def system(shared):
+    """One eager wav2vec2 service with its kind's defaults, shared by the tests that would
+    each start this same runtime (7 s a start, most of it importing torch). Each gets it
+    never restarted and without audio parameters in the context, and leaves it so."""
+    assert [s.restarts for s in shared.services()] == [0]
+    yield shared
+    for item in shared.context.query(ContextFilter(types=frozenset({"audio_parameters"}))).items:
+        shared.context.delete(item.id)
+
+
 def tone(seconds=1.0, rate=16000):
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def test_every_task_type_through_the_router(start_system, tiny):
-    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+def test_every_task_type_through_the_router(system):
     system.context.store(ContextItem(type="audio_parameters", source="host",
                                      content={"sample_rate": 8000}))
     audio_8k = tone(1.0, 8000)  # its rate comes from the context
@@ -56,8 +71,7 @@ def test_every_task_type_through_the_router(start_system, tiny):
         assert 0 < result.metrics.execution_ms < result.metrics.total_ms
 
 
-def test_bad_audio_gets_invalid_input_and_the_service_lives(start_system, tiny):
-    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+def test_bad_audio_gets_invalid_input_and_the_service_lives(system):
     for data in (np.zeros(0, np.float32), np.full(16000, np.nan, np.float32), b"not a wav",
                  np.stack([tone(), tone()])):
         result = system.router.route_task(Task(id="bad", type="speech-to-text", data=data))
@@ -82,10 +96,10 @@ def test_concurrent_callers_are_batched(start_system, tiny):
     assert len(texts) == 1  # the same audio gives the same text, batched or not
 
 
-def test_without_batching_keys_the_service_batches_by_its_kinds_defaults(start_system, tiny):
+def test_without_batching_keys_the_service_batches_by_its_kinds_defaults(system):
     # No max_batch_size or max_batch_delay_ms in the table: the wav2vec2 kind's
     # defaults (8, 5 ms) apply, not the spec's unbatched ones.
-    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+    before = system.metrics("wav2vec2")[0]  # the shared runtime's earlier tests' batches
     callers, start = 16, threading.Barrier(16)
     results = []
 
@@ -100,8 +114,10 @@ def test_without_batching_keys_the_service_batches_by_its_kinds_defaults(start_s
     for t in threads:
         t.join()
     assert len(results) == callers and all(r.ok for r in results)
-    metrics = system.metrics("wav2vec2")[0]
-    assert metrics.batches < callers and metrics.mean_batch_size > 1, metrics
+    after = system.metrics("wav2vec2")[0]
+    batches = after.batches - before.batches
+    batched = round(after.mean_batch_size * after.batches - before.mean_batch_size * before.batches)
+    assert batched == callers and batches < callers and batched / batches > 1, (before, after)
 
 
 def test_crash_during_a_batch_fails_every_task_of_it_then_recovers(start_system, tiny):
@@ -151,8 +167,7 @@ def test_memory_limit_refuses_to_load_and_the_service_fails(start_system, tiny):
     assert result.error.code is ErrorCode.SERVICE_UNAVAILABLE
 
 
-def test_the_hosts_copy_of_the_context_serves_tasks_without_a_round_trip(start_system, tiny):
-    system = start_system({"services": {"wav2vec2": w2v(tiny, eager=True)}})
+def test_the_hosts_copy_of_the_context_serves_tasks_without_a_round_trip(system):
     ack = system.context.store(ContextItem(type="audio_parameters", source="host",
                                            content={"sample_rate": 8000}))
     copy = system._direct.context.replica
