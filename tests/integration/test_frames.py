@@ -53,7 +53,8 @@ def service_port(system, name: str) -> int:
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_only_holders_of_the_key_get_a_frame_unpickled(start_system, tmp_path, start_method):
     metrics_port = free_port()
-    system = start_system({"system": {"start_method": start_method, "max_message_bytes": "2MiB"},
+    system = start_system({"system": {"start_method": start_method, "max_message_bytes": "2MiB",
+                                      "log_dir": str(tmp_path / "logs")},  # no earlier run's lines
                            "services": {"echo": {"kind": "echo", "eager": True}},
                            "metrics": {"enabled": True, "port": metrics_port}})
     assert stat.S_IMODE(system.secret_file.stat().st_mode) == 0o600

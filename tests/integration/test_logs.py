@@ -53,10 +53,12 @@ def test_an_embedding_host_captures_the_host_api_log_with_its_own_handler(start_
     assert record.exc_info and "the host's callback failed" in str(record.exc_info[1])
 
 
-def test_spawned_processes_write_json_lines_with_their_fields(start_system):
+def test_spawned_processes_write_json_lines_with_their_fields(start_system, tmp_path):
     # Spawned actors inherit no configuration: structlog from the environment,
-    # the level and the handler from Thespian's logger process.
-    system = start_system({"system": {"start_method": "spawn"}, "logging": {"level": "debug"},
+    # the level and the handler from Thespian's logger process. A log directory of its
+    # own: the default one is named by the port, which an earlier runtime may have used.
+    system = start_system({"system": {"start_method": "spawn", "log_dir": str(tmp_path)},
+                           "logging": {"level": "debug"},
                            "services": {"echo": {"kind": "echo", "eager": True}}})
     assert system.router.route_task(Task(id="logged-1", type="echo", data=1)).ok
     log_file = Path(system.info.log_dir, "grym.log")
@@ -69,8 +71,8 @@ def test_spawned_processes_write_json_lines_with_their_fields(start_system):
     assert online and online[0]["service"] == "echo" and online[0]["pid"] == echo_pid
 
 
-def test_the_log_file_is_reopened_after_logrotate_moves_it(start_system):
-    system = start_system({"logging": {"level": "debug"},
+def test_the_log_file_is_reopened_after_logrotate_moves_it(start_system, tmp_path):
+    system = start_system({"system": {"log_dir": str(tmp_path)}, "logging": {"level": "debug"},
                            "services": {"echo": {"kind": "echo", "eager": True}}})
     log_file = Path(system.info.log_dir, "grym.log")
     assert system.router.route_task(Task(id="before", type="echo", data=1)).ok
