@@ -31,6 +31,19 @@ def echo_caller(url: str) -> Callable[[Any], Any]:
     return call
 
 
+def live_caller(url: str) -> Callable[[Any], Any]:
+    """``call()``: GET /livez on this thread's connection: the HTTP floor (a round trip
+    through uvicorn and FastAPI that calls nothing in the runtime)."""
+    local = threading.local()
+
+    def call(_: Any = None) -> Any:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(base_url=url, timeout=30)
+        return client.get("/livez").status_code
+    return call
+
+
 def measure_throughput(url: str, clients: int, per_client: int) -> dict[str, float]:
     """HTTP echo from ``clients`` threads at once, each with its own kept-alive connection."""
     call = echo_caller(url)

@@ -110,6 +110,11 @@ def http_rows(runtime: dict[str, Any], floor: float) -> list[Row]:
     added = http["p50_ms"] - base["p50_ms"]
     rows = [Row("HTTP POST echo, no context fetch (end to end)", http["p50_ms"], http["p99_ms"],
                 floor, None, f"p50 <= route_task's + 1 ms (adds {added:+.2f} ms)", added <= 1.0)]
+    live = runtime["latency"].get("HTTP GET /livez (HTTP floor)")
+    if live is not None:  # what any request costs: a round trip that calls no actor
+        rows.append(Row("HTTP GET /livez (the HTTP floor)", live["p50_ms"], live["p99_ms"], floor,
+                        None, f"informational: POST echo is route_task + {added:.2f} ms, of "
+                              f"which this round trip is {live['p50_ms']:.2f} ms", None))
     for (name, r), route in zip(runtime["http_throughput"].items(),
                                 runtime["throughput"].values()):
         ratio = r["per_s"] / route["per_s"]

@@ -46,6 +46,7 @@ def _measure_latency(system: ServiceSystem, endpoint: Any, n: int) -> dict[str, 
     payload = {"text": "x" * 64}
     service = system.get_service("echo_plain")
     http_echo = http_api.echo_caller(http_url(system))
+    http_live = http_api.live_caller(http_url(system))
     calls = {
         "thespian ask (floor)": lambda i: endpoint.ask(ping, payload, 5),
         "thespian two-hop chain (floor)": lambda i: endpoint.ask(forward, payload, 5),
@@ -56,6 +57,7 @@ def _measure_latency(system: ServiceSystem, endpoint: Any, n: int) -> dict[str, 
         "execute_task echo (service handle)": lambda i: service.execute_task(
             Task(id=f"d{i}", type="echo", data=payload)).unwrap(),
         "HTTP POST echo, no context fetch": lambda i: http_echo(payload),
+        "HTTP GET /livez (HTTP floor)": lambda i: http_live(),
     }
     # Two interleaved rounds, so drift on a noisy machine hits every figure alike.
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in calls}
