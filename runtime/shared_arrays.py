@@ -20,6 +20,7 @@ when idle), which end with its process.
 from __future__ import annotations
 
 import itertools
+import math
 import mmap
 import os
 import secrets
@@ -63,7 +64,8 @@ class SharedArray:
               and isinstance(self.dtype, str) and isinstance(self.nbytes, int))
         if ok:
             dtype = np.dtype(self.dtype)
-            ok = dtype.kind in _KINDS and int(np.prod(self.shape)) * dtype.itemsize == self.nbytes
+            # math.prod, not np.prod: 1 us instead of 6 (twice on every task's receipt)
+            ok = dtype.kind in _KINDS and math.prod(self.shape) * dtype.itemsize == self.nbytes
         if not ok:
             raise InvalidInput(f"a shared array handle is malformed: {self!r:.200}")
 
@@ -203,7 +205,7 @@ class Mappings:
         if len(mapped) < handle.nbytes:
             raise InvalidInput(f"shared segment {handle.segment} holds {len(mapped)} bytes, "
                                f"fewer than the {handle.nbytes} its handle says")
-        return np.frombuffer(mapped, np.dtype(handle.dtype), int(np.prod(handle.shape))) \
+        return np.frombuffer(mapped, np.dtype(handle.dtype), math.prod(handle.shape)) \
             .reshape(handle.shape)
 
     def _map(self, name: str) -> mmap.mmap:
