@@ -19,11 +19,10 @@ import gc
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import psutil
-import torch
 
 from messages.errors import ExecutionError, GrymError, InitError, ServiceUnavailable
 from messages.task import Task
@@ -31,13 +30,16 @@ from runtime.allocator import keep_freed_memory
 from services.devices import device_requirements
 from services.model_service import ModelService, Outcome
 
-from .analyses import build_result
 from .audio import resample
-from .checkpoint import RANDOM_WEIGHTS_MARKER
-from .model import (LoadedModel, checkpoint_weight_bytes, load_model, quiet_transformers,
-                    resolve_device, run_batch)
 from .requests import AudioRequest, RequestRules, parse_request
 from .settings import Wav2Vec2Settings
+
+# The model code (torch, transformers: ~8 s to import) is imported where it runs, not
+# here: a launcher or `run.py status` that reads a config naming this kind loads this
+# class for its settings and requirements only. The supervisor imports it all
+# (preload_modules) before forking services, which therefore start warm.
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 
 WARMUP_CLIP_S = 0.25
@@ -60,9 +62,10 @@ class Wav2Vec2Service(ModelService):
     Settings = Wav2Vec2Settings
     # Concurrent clips share one forward pass unless the service's table says otherwise.
     runtime_defaults = {"max_batch_size": 8, "max_batch_delay_ms": 5.0}
-    # ``import transformers`` alone is lazy: naming this module also imports the
+    # ``import transformers`` alone is lazy: naming these modules also imports the
     # wav2vec2 classes (~2 s), so forked services start warm. Nothing here runs torch.
-    preload_modules = ("torch", "transformers", "services.wav2vec2.service")
+    preload_modules = ("torch", "transformers", "services.wav2vec2.model",
+                       "services.wav2vec2.analyses", "services.wav2vec2.checkpoint")
 
     @classmethod
     def requirements(cls, settings: Wav2Vec2Settings) -> dict[str, Any]:
@@ -78,6 +81,10 @@ class Wav2Vec2Service(ModelService):
 
     # -- lifecycle ---------------------------------------------------------------
     def initialize(self) -> None:
+        import torch
+
+        from .checkpoint import RANDOM_WEIGHTS_MARKER
+        from .model import checkpoint_weight_bytes, load_model, quiet_transformers, resolve_device
         settings = self.settings
         quiet_transformers()
         keep_freed_memory()  # each batch reuses the last one's memory (runtime/allocator.py)
@@ -117,6 +124,7 @@ class Wav2Vec2Service(ModelService):
             del loaded
             gc.collect()
             if on_gpu:
+                import torch
                 torch.cuda.empty_cache()
         self._initialized = False
 
@@ -163,6 +171,8 @@ class Wav2Vec2Service(ModelService):
 
     def _run(self, loaded: LoadedModel, ready: list[tuple[int, AudioRequest, np.ndarray]],
              outcomes: list[Outcome]) -> None:
+        from .analyses import build_result
+        from .model import run_batch
         all_layers = any(request.layers for _, request, _ in ready)
         try:
             outputs = run_batch(loaded, [waveform for _, _, waveform in ready], all_layers)
@@ -187,6 +197,7 @@ class Wav2Vec2Service(ModelService):
             facts["note"] = "random weights: text is noise"
         loaded = self._loaded
         if loaded is not None:
+            import torch
             facts.update({
                 "device": str(loaded.device), "parameters": loaded.parameters,
                 "sample_rate": loaded.sample_rate, "layers": loaded.num_layers,

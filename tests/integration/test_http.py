@@ -18,7 +18,6 @@ import psutil
 import pytest
 import soundfile
 
-from host.cli import main as cli
 from host.launcher import alive, end_processes, project_env, runtime_processes
 from services.wav2vec2.checkpoint import make_checkpoint
 from tests.conftest import free_port, wait_until
@@ -48,9 +47,8 @@ class Daemon:
         return int((self.logs / "grym.pid").read_text())
 
     def stop(self) -> None:
-        """Whatever happened, leave nothing running: SIGTERM, as systemd stops it (not
-        `run.py stop`, tested in test_daemon_cli, which on a wav2vec2 config spends
-        8 s importing torch to read the file), then kill -9 of what is left."""
+        """Whatever happened, leave nothing running: SIGTERM, as systemd stops it
+        (`run.py stop` is tested in test_daemon_cli), then kill -9 of what is left."""
         processes = runtime_processes(str(self.logs / "config.json"))  # launcher, admin, actors
         pid_file = self.logs / "grym.pid"
         launcher = [p for p in processes
@@ -61,10 +59,8 @@ class Daemon:
         end_processes(processes, timeout_s=60 if launcher else 0)
 
 
-def start_daemon(tmp_path: Path, services: str, http: str = "",
-                 in_process: bool = False) -> Daemon:
-    """``run.py start``; ``in_process``: its code in this process, which has imported torch
-    already (a new one takes 8 s to read a config that names a wav2vec2 service)."""
+def start_daemon(tmp_path: Path, services: str, http: str = "") -> Daemon:
+    """``run.py start`` on a config of these services (and ``[http]`` keys)."""
     port, metrics_port, http_port = free_port(), free_port(), free_port()
     config = tmp_path / "grym.toml"
     config.write_text(f"""
@@ -86,13 +82,7 @@ max_body_bytes = "1MB"
 {http}
 """)
     daemon = Daemon(config, tmp_path / "logs", f"http://127.0.0.1:{http_port}", "")
-    if in_process:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            assert cli(["start", "--config", str(config)]) == 0, out.getvalue()
-        daemon.started = out.getvalue()
-    else:
-        daemon.started = daemon.run("start").stdout
+    daemon.started = daemon.run("start").stdout
     return daemon
 
 
@@ -139,7 +129,7 @@ local_files_only = true
 torch_threads = 1
 eager = true
 """
-    daemon = start_daemon(tmp, services, in_process=True)
+    daemon = start_daemon(tmp, services)
     try:
         yield daemon
     finally:
@@ -159,19 +149,13 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 # -- the daemon names its address ----------------------------------------------------------------
-def test_start_and_status_name_the_http_address(tmp_path):
-    # A daemon of its own, with echo services only: each command reads the config file, and
-    # one that names a wav2vec2 service costs 8 s of importing torch (the module's daemon).
-    daemon = start_daemon(tmp_path, echo_services(SLOW_MS))
-    try:
-        assert f"{daemon.url}/" in daemon.started
-        assert f"HTTP API and status page: {daemon.url}/" in daemon.run("status").stdout
-        assert json.loads(daemon.run("status", "--json").stdout)["http"] == f"{daemon.url}/"
-        checked = subprocess.run([sys.executable, "run.py", "check-config", str(daemon.config)],
-                                 capture_output=True, text=True, timeout=60, env=project_env())
-        assert f"HTTP {daemon.url}/" in checked.stdout, checked.stdout + checked.stderr
-    finally:
-        daemon.stop()
+def test_start_and_status_name_the_http_address(daemon):
+    assert f"{daemon.url}/" in daemon.started
+    assert f"HTTP API and status page: {daemon.url}/" in daemon.run("status").stdout
+    assert json.loads(daemon.run("status", "--json").stdout)["http"] == f"{daemon.url}/"
+    checked = subprocess.run([sys.executable, "run.py", "check-config", str(daemon.config)],
+                             capture_output=True, text=True, timeout=60, env=project_env())
+    assert f"HTTP {daemon.url}/" in checked.stdout, checked.stdout + checked.stderr
 
 
 # -- health ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from messages.errors import (ExecutionError, InitError, InvalidInput, InvalidTas
                              ServiceUnavailable)
 from messages.task import Task
 from services.wav2vec2 import model as model_module
-from services.wav2vec2 import service as service_module
+from services.wav2vec2 import model as model_module, service as service_module
 from services.wav2vec2.checkpoint import RANDOM_WEIGHTS_MARKER, main, model_config
 from services.wav2vec2.model import frame_count, run_batch
 from services.wav2vec2.service import Wav2Vec2Service
@@ -196,7 +196,7 @@ def test_a_failed_forward_pass_fails_its_tasks_and_only_them(tiny_service, monke
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CPU out of memory")
 
-    monkeypatch.setattr(service_module, "run_batch", out_of_memory)
+    monkeypatch.setattr(model_module, "run_batch", out_of_memory)  # imported where it runs
     outcomes = tiny_service.execute_batch([Task("a", "speech-to-text", CLIP),
                                            Task("b", "speech-to-text", np.zeros(0, np.float32)),
                                            Task("c", "audio_analyze", CLIP)])

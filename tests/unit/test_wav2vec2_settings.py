@@ -47,3 +47,16 @@ def test_settings_are_frozen():
     settings = build(model="m")
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.model = "other"
+
+
+def test_reading_a_config_that_names_the_kind_does_not_import_torch():
+    """A launcher or `run.py status` reads the config: the kind's class is loaded for its
+    settings and requirements only (torch and transformers cost ~8 s to import)."""
+    import subprocess
+    import sys
+    code = ("import sys; from supervisor.config import SystemConfig; "
+            "SystemConfig.from_dict({'services': {'asr': {'kind': 'wav2vec2', 'model': 'x'}}}); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
