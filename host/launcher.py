@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -540,6 +541,41 @@ def check_metrics_port(config: SystemConfig) -> None:
                         "or enabled = false)", {"key": "metrics.port"})
 
 
+def forget_sockets_on(port: int) -> None:
+    """In a process forked from the launcher (a restarted runtime's admin, and every
+    actor forked from it): let go of the sockets on a port the launcher serves (HTTP,
+    metrics): its listening socket and connections.
+    Otherwise a connection the launcher closes stays open (no FIN while a copy of the
+    descriptor lives), and the port outlives the launcher's server. /dev/null takes
+    over their descriptor numbers, so a stale object that still holds one cannot
+    close a descriptor opened later."""
+    if not os.path.isdir("/proc/self/fd"):
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                sock = socket.socket(fileno=fd)  # OSError: not a socket
+            except OSError:
+                continue
+            try:
+                local = sock.getsockname()
+            except OSError:
+                local = None
+            finally:
+                sock.detach()
+            if isinstance(local, tuple) and len(local) >= 2 and local[1] == port:
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def release_in_children(port: int) -> None:
+    """Every process forked from this one from now on lets go of ``port``'s sockets."""
+    os.register_at_fork(after_in_child=functools.partial(forget_sockets_on, port))
+
+
 def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo):
     """(port, collector) of the Prometheus endpoint, or None when it is off."""
     settings = config.metrics
@@ -549,6 +585,7 @@ def start_metrics(config: SystemConfig, asys: Any, info: SystemInfo):
     port = metrics_port(config)
     collector = serve_metrics(asys, info.supervisor, settings.bind_address, port,
                               settings.scrape_timeout_s)
+    release_in_children(port)  # a runtime restarted later must not hold the port
     return port, collector
 
 

@@ -9,9 +9,6 @@ runtime's own drain) and ``stop``s after.
 """
 from __future__ import annotations
 
-import functools
-import os
-import socket
 import threading
 import time
 from typing import Any
@@ -22,6 +19,7 @@ import uvicorn
 from messages.errors import ConfigError
 from messages.system import SystemInfo
 
+from host.launcher import release_in_children
 from host.system import ServiceSystem
 
 from .app import create_app
@@ -31,35 +29,6 @@ from .state import HttpState
 log = structlog.get_logger()
 START_TIMEOUT_S = 10.0
 GRACE_S = 5.0  # requests in flight at a stop get this long to be answered
-
-
-def forget_http_sockets(port: int) -> None:
-    """In a process forked from the launcher (a restarted runtime's admin, and every
-    actor forked from it): let go of the HTTP port's listening socket and connections.
-    Otherwise a connection the launcher closes stays open (no FIN while a copy of the
-    descriptor lives), and the port outlives the launcher's server. /dev/null takes
-    over their descriptor numbers, so a stale object that still holds one cannot
-    close a descriptor opened later."""
-    if not os.path.isdir("/proc/self/fd"):
-        return
-    devnull = os.open(os.devnull, os.O_RDWR)
-    try:
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            try:
-                sock = socket.socket(fileno=fd)  # OSError: not a socket
-            except OSError:
-                continue
-            try:
-                local = sock.getsockname()
-            except OSError:
-                local = None
-            finally:
-                sock.detach()
-            if isinstance(local, tuple) and len(local) >= 2 and local[1] == port:
-                os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
 
 
 def host_handle(asys: Any, info: SystemInfo, config: Any) -> Any:
@@ -85,7 +54,7 @@ class HttpServer:
         self._thread = threading.Thread(target=self._server.run, name="grym-http", daemon=True)
 
     def start(self) -> "HttpServer":
-        os.register_at_fork(after_in_child=functools.partial(forget_http_sockets, self.port))
+        release_in_children(self.port)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started:

@@ -254,13 +254,19 @@ def daemon(tmp_path, extra_toml: str = ""):
 
 
 def test_a_daemon_comes_back_and_a_joined_handle_follows(tmp_path):
-    with daemon(tmp_path, SLOW_TABLE) as (settings, _, metrics_port):
+    with daemon(tmp_path, SLOW_TABLE) as (settings, launcher, metrics_port):
         with ServiceSystem.connect(settings.system.admin_port,
                                    secret_file=settings.secret_file()) as system:
             kill_runtime_under_load(system, "supervisor", "daemon, kill -9 of the supervisor")
         # The launcher's own handle (the HTTP API's) counts its calls on /metrics too.
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
             assert "grym_client_rejoins_total" in r.read().decode()
+        # The new runtime's processes, forked from the launcher, hold no copy of the
+        # metrics port's sockets (the port would outlive the launcher).
+        holders = [p.pid for p in runtime_processes(str(settings.log_dir() / "config.json"))
+                   if p.pid != launcher.pid and any(
+                       c.laddr and c.laddr.port == metrics_port for c in p.net_connections("inet"))]
+        assert holders == []
 
 
 # -- restarted core actors do not strand their callers ------------------------------------------------

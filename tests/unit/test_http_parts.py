@@ -269,12 +269,12 @@ def test_the_http_port_must_not_be_another_port_of_the_runtime():
     check_http(SystemConfig.from_dict({"http": {"enabled": False, "port": 19500}}))
 
 
-def test_a_forked_child_lets_go_of_the_http_port_only():
+def test_a_forked_child_lets_go_of_the_served_port_only():
     import os
     import socket
     import stat
 
-    from host.http.server import forget_http_sockets
+    from host.launcher import forget_sockets_on
 
     with socket.socket() as http, socket.socket() as other:
         http.bind(("127.0.0.1", 0))
@@ -283,7 +283,7 @@ def test_a_forked_child_lets_go_of_the_http_port_only():
         other.listen()
         pid = os.fork()
         if pid == 0:  # the child: report through the exit status
-            forget_http_sockets(http.getsockname()[1])
+            forget_sockets_on(http.getsockname()[1])
             gone = stat.S_ISCHR(os.fstat(http.fileno()).st_mode)   # now /dev/null
             kept = stat.S_ISSOCK(os.fstat(other.fileno()).st_mode)
             os._exit(0 if gone and kept else 1)
