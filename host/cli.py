@@ -407,7 +407,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     daemon = SystemConfig.from_dict(with_daemon_defaults(read_config(args.file)))
     check_http_table(daemon)
     http = f"; HTTP {http_url(daemon)}" if daemon.http.enabled else "; HTTP off"
-    print(f"{args.file}: valid; services: {', '.join(config.services) or 'none'}; "
+    services = [sid + (f" ({spec.replicas} replicas)" if spec.replicas > 1 else "")
+                for sid, spec in config.services.items() if spec.replica_of is None]
+    print(f"{args.file}: valid; services: {', '.join(services) or 'none'}; "
           f"admin port {config.system.admin_port}{http}")
     return 0
 

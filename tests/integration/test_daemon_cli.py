@@ -149,6 +149,13 @@ def test_check_config_names_key_and_line(tmp_path):
     assert out.returncode == 2
     assert f"{bad}:3: services.asr.max_memory" in out.stderr
     assert cli("check-config", "examples/grym.toml").returncode == 0
+    scaled = tmp_path / "scaled.toml"
+    scaled.write_text('[services.asr]\nkind = "echo"\nreplicas = 3\n')
+    assert "services: asr (3 replicas);" in cli("check-config", str(scaled)).stdout
+    scaled.write_text('[services.asr]\nkind = "echo"\nreplicas = 3\n'
+                      'autoscaling = {min_replicas = 1, max_replicas = 2}\n')
+    out = cli("check-config", str(scaled), check=False)
+    assert out.returncode == 2 and "services.asr.replicas: must be within" in out.stderr
 
 
 def test_stop_lets_accepted_tasks_finish_and_refuses_new_ones(tmp_path):
