@@ -33,7 +33,7 @@ from .restart_policy import RestartPolicy
 
 # The core children's names; config refuses them as service names (RESERVED_NAMES).
 ROUTER, CONTEXT = "router", "context"
-SERVICE_SHUTDOWN_S = 5.0  # OTP's default shutdown budget for a worker
+CORE_SHUTDOWN_S = 5.0  # OTP's default shutdown budget for a worker (a service sets its own)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ChildSpec:
     setup: SetupFactory       # its first message
     announce: Announcer       # what the router learns of a new generation or a lost one (None: nothing)
     restart: RestartSettings  # restart type (permanent | transient | temporary) and intensity
-    shutdown_s: float = SERVICE_SHUTDOWN_S  # after a Shutdown's drain, this long to stop, then killed
+    shutdown_s: float = CORE_SHUTDOWN_S  # after a Shutdown's drain, this long to stop, then killed
     reports_status: bool = True  # says itself when it is online; False: online once set up
     service: ServiceSpec | None = None
 
@@ -120,7 +120,8 @@ class Child:
 # -- the specs ------------------------------------------------------------------------
 def service_child(spec: ServiceSpec) -> ChildSpec:
     return ChildSpec(spec.name, spec.kind, "actors.service_actor.ServiceActor",
-                     _configure_service, directory_entry, spec.restart, service=spec)
+                     _configure_service, directory_entry, spec.restart,
+                     shutdown_s=spec.shutdown_s, service=spec)
 
 
 # The router and the context actor are always restarted; a burst of their

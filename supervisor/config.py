@@ -214,6 +214,9 @@ class ServiceSpec:
     # the count it starts with (default its min_replicas), which the autoscaler changes.
     replicas: int | None = None
     autoscaling: AutoscalingConfig | None = None
+    # OTP's shutdown budget: after a stop's drain, this long to release the model and
+    # end, then killed (a large model may need more than a worker's default 5 s).
+    shutdown_s: float = 5.0
     replica_of: str | None = None     # set by the runtime on replicas other than the first
 
     def __post_init__(self) -> None:
@@ -226,6 +229,8 @@ class ServiceSpec:
         if self.replicas is None:
             replicas = self.autoscaling.min_replicas if self.autoscaling else 1
             object.__setattr__(self, "replicas", replicas)
+        check(is_number(self.shutdown_s) and 0 < self.shutdown_s <= 3600, "shutdown_s",
+              "must be between 0 and 3600 seconds")
         check(is_int(self.replicas) and 1 <= self.replicas <= 64, "replicas",
               "must be an integer from 1 to 64")
         check(self.autoscaling is None or

@@ -37,7 +37,7 @@ from .config import ServiceSpec, SystemConfig
 IN_PLACE_SYSTEM_KEYS = frozenset({"default_task_timeout_s", "start_timeout_s"})
 # Service keys applied to the running service; any other change replaces it.
 IN_PLACE_SERVICE_KEYS = frozenset({"restart", "eager", "fetch_context", "replicas",
-                                   "autoscaling"})
+                                   "autoscaling", "shutdown_s"})
 # Said once, on the service's first replica; the others start or stop.
 REPLICA_COUNT_KEYS = frozenset({"replicas", "autoscaling"})
 # Set up by the launcher when the runtime started.

@@ -216,3 +216,12 @@ def test_after_a_failed_scaling_it_holds_off_longer_each_time():
     assert a.failed(2.0) == 4.0 and a.decide(5.0, 1) is None and a.decide(6.0, 1) is not None
     a.succeeded()
     assert a.failed(6.0) == 2.0
+
+
+def test_a_services_shutdown_budget_is_its_own_and_changes_in_place():
+    assert config().services["echo"].shutdown_s == 5.0
+    p = plan(config(), config(shutdown_s=30))
+    assert p.replace == () and [sid for sid, _ in p.update] == ["echo"]
+    with pytest.raises(ConfigError) as err:
+        config(shutdown_s=0)
+    assert err.value.details["key"] == "services.echo.shutdown_s"

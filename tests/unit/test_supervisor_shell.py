@@ -296,15 +296,16 @@ def test_a_restarted_router_is_set_up_complete(make):
 
 
 # -- shutdown budget ---------------------------------------------------------------------------
-def test_a_service_past_its_shutdown_budget_is_killed(make):
-    sup = make({"echo": echo()})
+@pytest.mark.parametrize("table, budget_s", [({}, 5.0), ({"shutdown_s": 30}, 30.0)])
+def test_a_service_past_its_shutdown_budget_is_killed(make, table, budget_s):
+    sup = make({"echo": {**echo(), **table}})
     online(sup)
     sup.actor.timers.clear()
     sup.deliver(ShutdownSystem(drain_s=1.0), HOST)
     sent = sup.deliver(DrainDone(token=sup.actor.token), sup.address("router"))
     assert [type(m) for m in to(sent, sup.address("echo"))] == [Shutdown]
     budget = [(d, p) for d, p in sup.actor.timers if p[0] == "stop-timeout"]
-    assert [d for d, _ in budget] == [1.0 + 5.0]
+    assert [d for d, _ in budget] == [1.0 + budget_s]  # OTP's default, or the service's own
     sup.actor.timers = budget
     sent = fire_timers(sup.actor)
     assert sup.killed == [4242]
