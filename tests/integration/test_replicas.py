@@ -118,3 +118,39 @@ def test_replicas_spread_over_the_members(start_system, join):
         results = list(pool.map(lambda i: system.router.route_task(
             Task(id=f"s{i}", type="echo", data=i, timeout_s=10)), range(40)))
     assert all(r.ok for r in results)
+
+
+def test_a_replica_killed_while_it_starts_holds_the_autoscaler_off_then_it_scales(start_system):
+    """Chaos: the new replicas of a scale-up are killed while they load. The apply is
+    aborted (the running replica keeps serving: callers see no failure), the autoscaler
+    holds off, then tries again and gets there."""
+    import os
+    import signal
+
+    system = start_system({
+        "health": {"heartbeat_interval_s": 0.1},
+        "services": {"echo": {"kind": "echo", "eager": True, "delay_ms": 20,
+                              "init_delay_ms": 1500, "autoscaling": {
+                                  "min_replicas": 1, "max_replicas": 2,
+                                  "target_ongoing_requests": 2, "upscale_delay_s": 0.2,
+                                  "look_back_period_s": 0.3}}}})
+    before = {p.pid for p in system.processes()}
+    started = time.monotonic()
+    with Callers(system, 6, timeout_s=10) as load:
+        staged = wait_until(lambda: [p for p in system.processes() if p.pid not in before],
+                            timeout=10, interval=0.05)
+        for proc in staged:
+            os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        failed_apply = wait_until(lambda: [e for e in system.health.events()
+                                           if e.kind is HealthEventKind.ROLLOUT_FAILED],
+                                  timeout=10, interval=0.05)
+        wait_until(lambda: len(replicas_up(system)) == 2, timeout=30, interval=0.1)
+        scaled_in = time.monotonic() - killed
+    scaled = [e.reason for e in system.health.events() if e.kind is HealthEventKind.SERVICE_SCALED]
+    print(f"killed {len(staged)} starting replica(s) {killed - started:.1f} s into the load; "
+          f"apply failed: {failed_apply[0].reason[:90]}...; 2 replicas {scaled_in:.1f} s after "
+          f"the kill; decisions: {len(scaled)}; {len(load.calls)} tasks, "
+          f"{len(load.failed())} failed")
+    assert not load.failed(), "a staged replica takes no traffic: its death fails no task"
+    assert len(scaled) >= 2, "it decided again after holding off"
