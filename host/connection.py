@@ -37,6 +37,7 @@ from messages.system import (
 )
 from runtime.logs import host_logger
 
+from .background import Background
 from .launcher import alive, port_in_use
 from .retry import ClientMetrics
 
@@ -151,22 +152,15 @@ class Connection:
             f"the runtime's launcher has exited (status {code}); start a new runtime"
 
 
-class Watcher:
+class Watcher(Background):
     """The handle's thread: health events in, loss noticed, re-joins made."""
 
     def __init__(self, system: "ServiceSystem"):
         self._system = weakref.ref(system)  # a handle nobody holds can still be collected
         self._conn = system._conn
-        self._stop = threading.Event()
         self.subscribed = threading.Event()  # the first health subscription is in place
         self._probe_misses, self._next_probe = 0, 0.0  # a runtime on another machine
-        self._thread = threading.Thread(target=self._run, name="grym-watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(2.0)
+        self._start("grym-watcher")
 
     def _run(self) -> None:
         incarnation, since = self._conn.info.incarnation, None

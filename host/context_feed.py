@@ -24,6 +24,7 @@ from messages.errors import GrymError
 from messages.system import ErrorReply
 from runtime.logs import host_logger
 
+from .background import Background
 from .connection import State
 
 if TYPE_CHECKING:
@@ -36,19 +37,12 @@ SUBSCRIBE_S = 2.0
 POLL_S = 0.05
 
 
-class ContextFeed:
+class ContextFeed(Background):
     def __init__(self, system: "ServiceSystem", routes: "RouteReplica"):
         self._system, self._routes = system, routes
         self._lock = threading.Lock()
         self.replica = ContextReplica()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="grym-context-copy", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(2.0)
+        self._start("grym-context-copy")
 
     # -- what the direct path asks ------------------------------------------------------
     def for_task(self, target: "Target", task: "Task") -> tuple[dict | None, float] | None:

@@ -51,6 +51,7 @@ from messages.task import Task, TaskResult, effective_timeout_s
 from runtime.logs import host_logger
 
 from .connection import SLICE_S, State
+from .background import Background
 from .context_feed import ContextFeed
 from .outbox import Outbox
 
@@ -311,21 +312,14 @@ class DirectPath:
             source=service, task_id=task.id)))
 
 
-class RouteFeed:
+class RouteFeed(Background):
     """The thread that keeps the replica in step: subscribed to the supervisor of the
     runtime's current start, reading every message (an endpoint nobody reads would
     stall the supervisor), and queueing the direct tasks' counts for the router."""
 
     def __init__(self, system: "ServiceSystem", path: DirectPath):
         self._system, self._path = system, path
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="grym-routes", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(2.0)
+        self._start("grym-routes")
 
     def _run(self) -> None:
         conn, replica = self._system._conn, self._path.replica

@@ -14,11 +14,11 @@ away, is dropped and counted.
 from __future__ import annotations
 
 import queue
-import threading
 from typing import TYPE_CHECKING, Any
 
 from runtime.logs import host_logger
 
+from .background import Background
 from .connection import State
 
 if TYPE_CHECKING:
@@ -27,18 +27,15 @@ if TYPE_CHECKING:
 log = host_logger()
 CAPACITY = 4096     # messages waiting; past it new ones are dropped (and counted)
 IDLE_S = 0.1        # how long the thread waits for a message before it reads replies
-STOP_S = 2.0        # what stop() gives the thread to send what is queued
 
 
-class Outbox:
-    def __init__(self, system: "ServiceSystem", name: str = "grym-outbox"):
+class Outbox(Background):
+    def __init__(self, system: "ServiceSystem"):
         self._system = system
         self._queue: queue.Queue[tuple[int, Any, Any]] = queue.Queue(CAPACITY)
         self.sent = 0
         self.dropped = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._start("grym-outbox")
 
     def put(self, epoch: int, address: Any, message: Any) -> None:
         """Queue ``message`` for the actor at ``address`` of the runtime's start
@@ -50,11 +47,6 @@ class Outbox:
         except queue.Full:
             self.dropped += 1
             log.debug("outbox_full", dropped=type(message).__name__)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(STOP_S)
 
     def _run(self) -> None:
         conn, endpoint = self._system._conn, None
