@@ -97,7 +97,11 @@ def test_kill_9_of_one_replica_under_load_the_others_keep_serving(start_system):
     assert longest <= timeout_s + REPLY_MARGIN_S + 1.0
     assert {r.error.code for r in failed} <= {ErrorCode.EXECUTION_ERROR,
                                               ErrorCode.SERVICE_UNAVAILABLE}
-    assert len(failed) <= 6, "only the tasks the killed replica was running"
+    # Failures only around the kill (tasks it was running, or sent to it before the hosts
+    # learnt it was gone), none once it was back.
+    late = [c for c in after if not c.result.ok and c.began > killed + restarted_in + 0.5]
+    assert not late, [c.result.error for c in late]
+    assert len(failed) < len(after) / 4
     assert served_after > 0 or restarted_in < 0.2, "the other replicas served meanwhile"
 
 
