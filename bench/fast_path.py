@@ -24,7 +24,7 @@ from host import ServiceSystem
 from messages import Task, TaskResult
 
 from .floor import Ping
-from .stats import concurrent_calls, print_table, summarize, write_results
+from .stats import concurrent_calls, print_goals, print_table, summarize, write_results
 from .wav2vec2 import checkpoint, clip, in_process_service, service_settings
 
 CALLERS = (1, 2, 4, 8, 16)
@@ -255,10 +255,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 w2v["runtime_ms"])
     print_table("fast path: tiny wav2vec2 batching (1 s audio)", w2v["batching"])
     table = goals(echo, w2v)
-    print("\n## issue 14 goals (this run)")
-    for name, g in table.items():
-        before = "" if g["before"] is None else f" (before: {g['before']:.2f})"
-        print(f"{name}: {g['value']:.2f}{before}; goal {g['goal']}; met: {g['met']}")
+    print_goals("issue 14 goals (this run)", table)
     results = {"echo": echo, "wav2vec2": w2v, "goals": table}
     path = write_results("fast_path", results)
     print(f"\nresults: {path}")

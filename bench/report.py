@@ -195,13 +195,8 @@ def scale_goals(scale: dict[str, Any] | None) -> str:
 
 def plot_autoscaling(scale: dict[str, Any] | None, path: Path) -> bool:
     """The ramp's timeline: replicas that accept tasks, callers and tasks done per second."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    if scale is None:
+    plt = _pyplot()
+    if plt is None or scale is None:
         return False
     ramp = scale["autoscaling"]
     t = [s["t_s"] for s in ramp["timeline"]]
@@ -244,13 +239,8 @@ def fast_path_goals(fast: dict[str, Any] | None) -> str:
 
 def plot_callers(fast: dict[str, Any] | None, path: Path) -> bool:
     """Tasks/s by callers: route_task, the router's path, and the floor drawn in."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    if fast is None:
+    plt = _pyplot()
+    if plt is None or fast is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"thespian ask (floor)": dict(color="green", ls=":", marker="o"),
@@ -289,12 +279,20 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot(rows: list[Row], path: Path) -> bool:
+def _pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files; None where it is not installed (optional)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot(rows: list[Row], path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
     names = [r.figure for r in rows][::-1]

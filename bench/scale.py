@@ -29,7 +29,7 @@ from messages.system import HealthEventKind
 
 from .fast_path import Endpoints
 from .floor import Ping
-from .stats import concurrent_calls, print_table, summarize, write_results
+from .stats import concurrent_calls, print_goals, print_table, summarize, write_results
 
 CALLERS = 16
 DELAY_MS = 20
@@ -252,10 +252,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     for d in ramp["decisions"]:
         print(f"  {d['t_s']:6.1f} s  {d['reason']}")
     table = goals(rep, ramp)
-    print("\n## issue 15 goals (this run)")
-    for name, g in table.items():
-        value = "not reached" if g["value"] is None else f"{g['value']:.2f}"
-        print(f"{name}: {value}; goal {g['goal']}; met: {g['met']}")
+    print_goals("issue 15 goals (this run)", table)
     results = {"replicas": rep, "autoscaling": ramp, "goals": table}
     path = write_results("scale", results)
     print(f"\nresults: {path}")

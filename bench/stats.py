@@ -60,6 +60,16 @@ def concurrent_calls(call: Callable[[int, int], Any], callers: int,
     return summarize(samples, time.perf_counter() - started), values
 
 
+def print_goals(title: str, goals: dict[str, dict[str, Any]]) -> None:
+    """An issue's goal table as this run measured it: each figure's value (None: not
+    reached), its "before" where it has one, the goal and whether it was met."""
+    print(f"\n## {title}")
+    for name, g in goals.items():
+        value = "not reached" if g["value"] is None else f"{g['value']:.2f}"
+        before = "" if g.get("before") is None else f" (before: {g['before']:.2f})"
+        print(f"{name}: {value}{before}; goal {g['goal']}; met: {g['met']}")
+
+
 def print_table(title: str, rows: dict[str, dict[str, float]], floor: str | None = None) -> None:
     print(f"\n## {title}")
     print(f"{'figure':<44} {'p50 ms':>9} {'p99 ms':>9} {'per s':>9} {'p50 - floor':>12}")
