@@ -219,12 +219,11 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
 
     def _replica_load(self, child: Child) -> dict[str, int]:
         """How many of ``child``'s fellow replicas run on each member."""
-        service = child.spec.service.replica_of or child.name
+        service = child.spec.service.serves
         load: dict[str, int] = {}
         for c in self._children():
             if c is not child and c.address is not None and c.member is not None \
-                    and c.spec.service is not None \
-                    and (c.spec.service.replica_of or c.name) == service:
+                    and c.spec.service is not None and c.spec.service.serves == service:
                 load[c.member] = load.get(c.member, 0) + 1
         return load
 

@@ -256,6 +256,11 @@ class ServiceSpec:
             object.__setattr__(self, "max_memory", parse_size(self.max_memory, "max_memory"))
 
 
+    @property
+    def serves(self) -> str:
+        """The service id it serves: its own, or for a replica the one it is a replica of."""
+        return self.replica_of or self.name
+
     def replica_specs(self) -> list["ServiceSpec"]:
         """One spec per replica: this one (replica 0), then ``id#1`` .. ``id#N-1``."""
         return [self, *(dataclasses.replace(self, name=replica_id(self.name, i),
@@ -334,7 +339,14 @@ def _service_spec(key: str, table: Mapping[str, Any],
     spec = build_settings(ServiceSpec, {
         "name": key, "kind": table["kind"], "settings": settings, "version": version,
         "restart": build_settings(RestartSettings, restart, where), **runtime}, where)
-    return dataclasses.replace(spec, name=service_id(name, version))
+    return dataclasses.replace(spec, name=table_service_id(key, table))
+
+
+def table_service_id(key: str, table: Mapping[str, Any]) -> str:
+    """The service id a ``[services.KEY]`` table runs as: the key's name, with the
+    version the key (``"asr@2"``) or the table (``version = "2"``) gives."""
+    name, key_version = split_service_id(key)
+    return service_id(name, table.get("version", key_version))
 
 
 def _runtime_defaults(kind_cls: type, where: str) -> Mapping[str, Any]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-from messages.system import HealthEventKind, service_id, split_service_id
+from messages.system import HealthEventKind
 from messages.validation import is_int
 
 from .autoscaling import Autoscaler, Decision
 from .children import Child
-from .config import SystemConfig
+from .config import SystemConfig, table_service_id
 from .plan import plan as make_plan
 
 
@@ -31,8 +31,7 @@ class Scaling:
         self.scaling: tuple[int, str] | None = None   # the apply in progress: (ref, service)
 
     def _replicas_of(self, sid: str) -> list[Child]:
-        return [c for c in self.services.values()
-                if c.name == sid or c.spec.service.replica_of == sid]
+        return [c for c in self.services.values() if c.spec.service.serves == sid]
 
     def _autoscale_tick(self) -> None:
         now = time.monotonic()
@@ -88,25 +87,19 @@ class Scaling:
             if not isinstance(table, Mapping) or "replicas" in table \
                     or not isinstance(table.get("autoscaling"), Mapping):
                 continue
-            running = self.config.services.get(_table_id(key, table))
+            sid = table_service_id(key, table)
+            running = self.config.services.get(sid)
             low, high = (table["autoscaling"].get(k, 1) for k in ("min_replicas", "max_replicas"))
             if running is not None and running.autoscaling is not None \
                     and is_int(low) and is_int(high):  # else the new table's check says why
-                raw = _with_replicas(raw, _table_id(key, table),
-                                     min(max(running.replicas, low), high))
+                raw = _with_replicas(raw, sid, min(max(running.replicas, low), high))
         return raw
-
-
-def _table_id(key: str, table: Mapping[str, Any]) -> str:
-    """The service id a ``[services.KEY]`` table runs as (config._service_spec's rule)."""
-    name, key_version = split_service_id(key)
-    return service_id(name, table.get("version", key_version))
 
 
 def _with_replicas(raw: Mapping[str, Any], sid: str, replicas: int) -> dict[str, Any]:
     """``raw`` with service ``sid``'s table saying ``replicas``."""
     services = dict(raw.get("services") or {})
     for key, table in services.items():
-        if isinstance(table, Mapping) and _table_id(key, table) == sid:
+        if isinstance(table, Mapping) and table_service_id(key, table) == sid:
             services[key] = {**table, "replicas": replicas}
     return {**raw, "services": services}
