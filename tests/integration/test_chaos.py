@@ -17,44 +17,38 @@ from messages.errors import GrymError
 from host.system import REPLY_MARGIN_S
 from tests.conftest import wait_until
 from tests.junk import forged
+from tests.load import Callers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 TASK_TIMEOUT_S = 2.0
 
 
 class Load:
-    """Callers that route echo tasks until stopped, and a writer of context items."""
+    """Callers that route echo tasks until stopped (tests/load.py), and a writer of
+    context items."""
 
     def __init__(self, system, callers: int = 3):
         self.system = system
+        self.callers = Callers(system, callers, timeout_s=TASK_TIMEOUT_S, pause_s=0.002)
         self.stop = threading.Event()
-        self.results: list[tuple[TaskResult, float]] = []
         self.acked: list[tuple[str, int]] = []
         self.write_errors: list[GrymError] = []
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._call, args=(n,)) for n in range(callers)]
-        self.threads.append(threading.Thread(target=self._write))
+        self.writer = threading.Thread(target=self._write)
 
     def __enter__(self):
-        for t in self.threads:
-            t.start()
+        self.callers.__enter__()
+        self.writer.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        for t in self.threads:
-            t.join(30)
+        self.callers.stop()
+        self.writer.join(30)
 
-    def _call(self, n: int) -> None:
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            started = time.monotonic()
-            r = self.system.router.route_task(Task(id=f"c{n}-{i}", type="echo", data=i,
-                                                   timeout_s=TASK_TIMEOUT_S))
-            with self.lock:
-                self.results.append((r, time.monotonic() - started))
-            time.sleep(0.002)
+    @property
+    def results(self) -> list[tuple[TaskResult, float]]:
+        return [(c.result, c.took) for c in self.callers.calls]
 
     def _write(self) -> None:
         i = 0
