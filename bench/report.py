@@ -176,16 +176,28 @@ def scale_rows(scale: dict[str, Any] | None) -> list[Row]:
                  ratio >= 3.5))]
 
 
+def goal_table(title: str, goals: dict[str, Any], before: str | None = None) -> list[str]:
+    """An issue's goal table in Markdown, as bench.stats.print_goals prints it; ``before``:
+    the header of a column of the figures before the change."""
+    head, align = ["figure", "now"], ["---", "---:"]
+    if before:
+        head, align = head + [before], align + ["---:"]
+    out = ["", f"## {title}", "", "| " + " | ".join(head + ["goal", "met"]) + " |",
+           "|" + "|".join(align + ["---", "---"]) + "|"]
+    for name, g in goals.items():
+        cells = [name, "not reached" if g["value"] is None else f"{g['value']:.2f}"]
+        if before:
+            cells.append("" if g.get("before") is None else f"{g['before']:.2f}")
+        cells += [g["goal"], {True: "yes", False: "**no**", None: ""}[g["met"]]]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def scale_goals(scale: dict[str, Any] | None) -> str:
     """Issue 15's goal table and the autoscaler's decisions in the ramp."""
     if scale is None:
         return ""
-    out = ["", "## Issue 15: replicas and autoscaling (this run)", "",
-           "| figure | now | goal | met |", "|---|---:|---|---|"]
-    for name, g in scale["goals"].items():
-        value = "not reached" if g["value"] is None else f"{g['value']:.2f}"
-        met = {True: "yes", False: "**no**"}[g["met"]]
-        out.append(f"| {name} | {value} | {g['goal']} | {met} |")
+    out = goal_table("Issue 15: replicas and autoscaling (this run)", scale["goals"])
     ramp = scale["autoscaling"]
     out += ["", "Decisions in the ramp (seconds from the start of the run; load from "
             f"{ramp['ramp_start_s']:.1f} s to {ramp['ramp_end_s']:.1f} s):", ""]
@@ -228,12 +240,8 @@ def fast_path_goals(fast: dict[str, Any] | None) -> str:
     """Issue 14's goal table: each figure as a ratio (or ms) of this run's own floor."""
     if fast is None:
         return ""
-    out = ["", "## Issue 14: the fast path's goals (this run)", "",
-           "| figure | now | before (router path, same run) | goal | met |", "|---|---:|---:|---|---|"]
-    for name, g in fast["goals"].items():
-        before = "" if g["before"] is None else f"{g['before']:.2f}"
-        met = {True: "yes", False: "**no**", None: ""}[g["met"]]
-        out.append(f"| {name} | {g['value']:.2f} | {before} | {g['goal']} | {met} |")
+    out = goal_table("Issue 14: the fast path's goals (this run)", fast["goals"],
+                     before="before (router path, same run)")
     return "\n".join(out) + "\n"
 
 
