@@ -422,6 +422,8 @@ class ServiceDirectoryUpdate(Message):
         require(isinstance(self.status, ServiceStatus), "status", "must be a ServiceStatus")
         require(is_int(self.generation) and is_int(self.max_queue),
                 "generation", "generation and max_queue must be integers")
+        if self.replica_of is not None:
+            require_text(self.replica_of, "replica_of")
 
 
 @dataclass(frozen=True)

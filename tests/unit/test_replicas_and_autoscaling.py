@@ -225,3 +225,10 @@ def test_a_services_shutdown_budget_is_its_own_and_changes_in_place():
     with pytest.raises(ConfigError) as err:
         config(shutdown_s=0)
     assert err.value.details["key"] == "services.echo.shutdown_s"
+
+
+def test_a_directory_update_names_its_service_as_text():
+    from messages.errors import InvalidInput
+    with pytest.raises(InvalidInput) as err:
+        ServiceDirectoryUpdate("echo#1", "addr", S.ONLINE, 1, max_queue=1, replica_of=7)
+    assert err.value.details["field"] == "replica_of"
