@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUITES = ("runtime", "fast_path", "transport", "context", "scale", "wav2vec2")
+SUITES = ("runtime", "http_designs", "fast_path", "transport", "context", "scale", "wav2vec2")
 
 
 def main() -> None:

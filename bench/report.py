@@ -245,6 +245,21 @@ def fast_path_goals(fast: dict[str, Any] | None) -> str:
     return "\n".join(out) + "\n"
 
 
+def http_design_table(designs: dict[str, Any] | None) -> str:
+    """Issue 11's goal tried design by design (bench/http_designs.py)."""
+    if designs is None:
+        return ""
+    out = ["", "## Issue 11: HTTP task hand-over designs (this run; stdlib http.client clients)",
+           "", "Goal: at most route_task + 1 ms at p50, and at least route_task's requests/s "
+           "at 16 clients.", "",
+           "| design | p50 ms | p99 ms | p50 - route_task | 16 clients per s | x route_task |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for name, r in designs["designs"].items():
+        out.append(f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                   f"{r['added_p50_ms']:+.2f} | {r['per_s_16']:.0f} | {r['ratio_16']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
 def plot_callers(fast: dict[str, Any] | None, path: Path) -> bool:
     """Tasks/s by callers: route_task, the router's path, and the floor drawn in."""
     plt = _pyplot()
@@ -324,7 +339,8 @@ def plot(rows: list[Row], path: Path) -> bool:
 def main() -> None:
     rows = collect()
     report = RESULTS_DIR / "REPORT.md"
-    text = markdown(rows) + fast_path_goals(_load("fast_path")) + scale_goals(_load("scale"))
+    text = (markdown(rows) + http_design_table(_load("http_designs"))
+            + fast_path_goals(_load("fast_path")) + scale_goals(_load("scale")))
     if plot(rows, RESULTS_DIR / "report.png"):
         text += "\n![figures](report.png)\n"
     if plot_callers(_load("fast_path"), RESULTS_DIR / "callers.png"):
