@@ -403,7 +403,8 @@ class ServiceSystem:
         Returns the plan (``report.steps``; ``dry_run``: the plan only) once done.
         Raises ConfigError naming the key when the config is invalid or asks for a
         change the running system cannot make (nothing changes), Conflict while
-        another apply runs, InitError when a new service did not come up (the old
+        another apply of a person runs (one that comes during an autoscaler's apply
+        waits for it), InitError when a new service did not come up (the old
         ones kept serving; ``info.last_apply`` and a rollout_failed event say why)."""
         if not isinstance(config, Mapping):
             raise ConfigError("config: must be a table (a dict)", {"key": "config"})

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from thespian.actors import ActorExitRequest
 
-from messages.errors import Conflict, ErrorCode, InitError, ShuttingDown
+from messages.errors import Conflict, ErrorCode, GrymError, InitError, ShuttingDown
 from messages.service import Initialize, ServiceStatus, Shutdown
 from messages.system import (
     ApplyConfig, ApplyReport, ApplyRoutes, ConfigApplied, ErrorReply, HealthEventKind, RoutesApplied,
@@ -78,6 +78,8 @@ class Rollouts:
         self.generations: dict[str, int] = {}  # last generation per service id, every incarnation
         self.apply_refs = itertools.count(1)
         self.last_apply: str | None = None
+        # A person's apply that came while the autoscaler's ran: it starts when that ends.
+        self.queued_apply: tuple[ApplyConfig, Any] | None = None
 
     def _next_generation(self, name: str) -> int:
         """Generations are numbered per service id across the old and new incarnations
@@ -99,6 +101,12 @@ class Rollouts:
         if self.shutting_down:
             raise ShuttingDown("the system is shutting down")
         if self.rollout is not None:
+            if self._scaling_now() and self.queued_apply is None:
+                # The autoscaler's applies are short and not the person's doing: theirs
+                # waits for it rather than fail (two people's applies still conflict).
+                self.queued_apply = (msg, sender)
+                self.log.info("apply_queued", behind=self.rollout.ref)
+                return
             raise Conflict(f"another apply is in progress ({self.rollout.phase}); try again "
                            "when it is done")
         new = SystemConfig.from_dict(self._keep_replicas(self._with_running_system(msg.config)))
@@ -138,6 +146,7 @@ class Rollouts:
             self.log.info("config_applied", ref=r.ref, steps=len(r.plan.steps))
             self._answer_apply(r, ApplyReport(r.plan.steps, applied=True))
             self._scaling_done(r.ref, ok=True)
+            self._start_queued_apply()
 
     def _abort_rollout(self, reason: str, failed: Child | None = None,
                        error: type = InitError) -> None:
@@ -154,6 +163,18 @@ class Rollouts:
                     f"apply failed, the running services kept serving: {reason}", S.FAILED)
         self._answer_apply(r, ErrorReply(error(f"apply failed, nothing changed: {reason}").info()))
         self._scaling_done(r.ref, ok=False)
+        self._start_queued_apply()
+
+    def _start_queued_apply(self) -> None:
+        """The apply that waited for the autoscaler's, now that it ended (a refusal,
+        SHUTTING_DOWN included, is its answer)."""
+        if self.queued_apply is None or self.rollout is not None:
+            return
+        (msg, sender), self.queued_apply = self.queued_apply, None
+        try:
+            self.on_apply(msg, sender)
+        except GrymError as exc:
+            self.send(sender, ErrorReply(exc.info()))
 
     def _answer_apply(self, r: Rollout, msg: Any) -> None:
         if r.waiter is not None:
@@ -315,3 +336,4 @@ class Rollouts:
             self._answer_apply(r, ErrorReply(ShuttingDown(
                 "the system is shutting down; the apply was made, its old services stop "
                 "with the rest").info()))
+            self._start_queued_apply()

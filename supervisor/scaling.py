@@ -5,7 +5,8 @@ service's Autoscaler, and a decision it makes is carried out as a config apply
 that changes only the service's ``replicas``: new replicas start staged and take
 traffic once online; removed ones leave the route table first, drain their tasks,
 then stop (rollout.py). One apply runs at a time, so while a person's apply (or
-an earlier scaling) is in progress the autoscaler waits and decides again after.
+an earlier scaling) is in progress the autoscaler waits and decides again after;
+a person's apply that comes during the autoscaler's waits for it.
 Every decision is logged with its inputs, recorded as a ``service_scaled`` health
 event (counted in ``grym_health_events_total{kind="service_scaled"}``).
 
@@ -29,6 +30,11 @@ class Scaling:
     def _init_scaling(self) -> None:
         self.autoscalers: dict[str, Autoscaler] = {}
         self.scaling: tuple[int, str] | None = None   # the apply in progress: (ref, service)
+
+    def _scaling_now(self) -> bool:
+        """Whether the apply in progress is the autoscaler's."""
+        return self.scaling is not None and self.rollout is not None \
+            and self.scaling[0] == self.rollout.ref
 
     def _replicas_of(self, sid: str) -> list[Child]:
         return [c for c in self.services.values() if c.spec.service.serves == sid]

@@ -158,3 +158,38 @@ def test_a_replica_killed_while_it_starts_holds_the_autoscaler_off_then_it_scale
           f"{len(load.failed())} failed")
     assert not load.failed(), "a staged replica takes no traffic: its death fails no task"
     assert len(scaled) >= 2, "it decided again after holding off"
+
+
+def test_an_apply_during_the_autoscalers_waits_for_it_then_runs(start_system):
+    """A person's apply that comes while the autoscaler's apply starts a replica is
+    carried out once that is done (not refused with CONFLICT), and keeps the replica
+    count the autoscaler reached; a second one at that time is refused."""
+    from messages import Conflict
+
+    config = {"health": {"heartbeat_interval_s": 0.1},
+              "services": {"echo": {"kind": "echo", "eager": True, "delay_ms": 20,
+                                    "init_delay_ms": 1500, "autoscaling": {
+                                        "min_replicas": 1, "max_replicas": 2,
+                                        "target_ongoing_requests": 2, "upscale_delay_s": 0.2,
+                                        "downscale_delay_s": 60, "look_back_period_s": 0.3}}}}
+    system = start_system(config)
+    changed = {**config, "health": {**config["health"], "missed_heartbeats": 7}}
+    with Callers(system, 6, timeout_s=10) as load:
+        wait_until(lambda: any(e.kind is HealthEventKind.SERVICE_SCALED
+                               for e in system.health.events()), timeout=15, interval=0.05)
+        started = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(system.apply, changed)
+            time.sleep(0.2)  # queued behind the autoscaler's apply by now
+            with pytest.raises(Conflict):
+                system.apply(changed)
+            report = queued.result(timeout=30)
+        waited = time.monotonic() - started
+    print(f"the apply waited {waited:.2f} s for the autoscaler's, then: "
+          f"{[s.line() for s in report.steps]}; {len(load.calls)} tasks, "
+          f"{len(load.failed())} failed")
+    assert report.applied
+    assert waited > 0.5, "it ran after the autoscaler's apply, which loads for 1.5 s"
+    assert any("missed_heartbeats" in step.line() for step in report.steps), report.steps
+    assert len(replicas_up(system)) == 2, "the count the autoscaler reached is kept"
+    assert not load.failed()
