@@ -11,8 +11,7 @@ runtime (``bench.http_design_server``), differing only in that hand-over:
   async host API the issue's note proposed;
 - ``no-call``: the handler answers without the runtime (what HTTP alone costs a POST).
 
-Clients are stdlib ``http.client`` keep-alive connections, the cheapest Python client
-(``httpx``, in ``bench runtime``, costs ~0.7 ms more per request by itself).
+Clients are ``bench.http_api``'s: stdlib ``http.client`` keep-alive connections.
 Latency: interleaved rounds of 40 calls per design, from one client. Throughput: 16
 client threads. ``route_task`` from this process is the baseline of both.
 
@@ -20,18 +19,16 @@ Run: python -m bench http_designs [--quick]
 """
 from __future__ import annotations
 
-import http.client
-import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable
 
 from host import ServiceSystem
 from messages import Task
 
+from . import http_api
 from .stats import concurrent_calls, summarize, write_results
 
 DESIGNS = ("threadpool", "executor", "inline", "one-endpoint", "no-call")
@@ -61,24 +58,6 @@ def start_server(design: str, admin_port: int, port: int) -> subprocess.Popen:
     raise RuntimeError(f"the {design} server did not listen within 60 s")
 
 
-def http_caller(port: int) -> Callable[[int, int], Any]:
-    """``call(client, i)``: POST one echo task on this thread's kept-alive connection."""
-    local = threading.local()
-    body = json.dumps({"data": PAYLOAD})
-
-    def call(_client: int, _i: int) -> Any:
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/v1/tasks/echo-plain", body, {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
-        return data
-    return call
-
-
 def measure(calls: dict[str, Callable[[int, int], Any]], rounds: int,
             per_round: int) -> dict[str, dict[str, float]]:
     samples: dict[str, list[float]] = {name: [] for name in calls}
@@ -104,7 +83,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             for k, design in enumerate(DESIGNS):
                 port = system.admin_port + FIRST_PORT_OFFSET + k
                 servers.append(start_server(design, system.admin_port, port))
-                calls[design] = http_caller(port)
+                calls[design] = http_api.echo_caller(f"http://127.0.0.1:{port}", PAYLOAD)
             latency = measure(calls, rounds, 40)
             per_s: dict[str, list[float]] = {name: [] for name in calls}
             for _ in range(clients_rounds):

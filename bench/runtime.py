@@ -45,7 +45,7 @@ def _measure_latency(system: ServiceSystem, endpoint: Any, n: int) -> dict[str, 
     ping, forward = floor_actors(endpoint)
     payload = {"text": "x" * 64}
     service = system.get_service("echo_plain")
-    http_echo = http_api.echo_caller(http_url(system))
+    http_echo = http_api.echo_caller(http_url(system), payload)
     http_live = http_api.live_caller(http_url(system))
     calls = {
         "thespian ask (floor)": lambda i: endpoint.ask(ping, payload, 5),
@@ -56,7 +56,7 @@ def _measure_latency(system: ServiceSystem, endpoint: Any, n: int) -> dict[str, 
             Task(id=f"c{i}", type="echo", data=payload)).unwrap(),
         "execute_task echo (service handle)": lambda i: service.execute_task(
             Task(id=f"d{i}", type="echo", data=payload)).unwrap(),
-        "HTTP POST echo, no context fetch": lambda i: http_echo(payload),
+        "HTTP POST echo, no context fetch": http_echo,
         "HTTP GET /livez (HTTP floor)": lambda i: http_live(),
     }
     # Two interleaved rounds, so drift on a noisy machine hits every figure alike.
