@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import psutil
 
@@ -42,3 +43,13 @@ def end_runtime() -> None:
         except psutil.Error:
             pass
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exit_within(seconds: float) -> None:
+    """End this process in ``seconds`` unless it has ended by then. For an actor told
+    to exit once its work is done: Thespian's exit first waits for every pending send,
+    and one to a process that died before its transport connected is retried for up to
+    its 5-minute transmit period, holding the admin's shutdown (and the launcher) with it."""
+    timer = threading.Timer(seconds, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()

@@ -47,11 +47,11 @@ from messages.system import (
     Subscribed, SubscribeHealth, SubscribeRoutes, SystemInfo, SystemStopped, SystemStopping,
     RoutesApplied, UnsubscribeHealth, UnsubscribeRoutes,
 )
-from runtime.processes import end_runtime
+from runtime.processes import end_runtime, exit_within
 
 from .children import (
     CONTEXT, ROUTER, Child, Lost, SpawnEnv, core_children, directory_entry, kill_process,
-    preload, process_gone, service_child,
+    own_children, preload, process_gone, service_child,
 )
 from .config import SystemConfig
 from .health_policy import HealthTracker
@@ -65,6 +65,7 @@ METRICS_WAIT_S = 1.0
 EVENT_LOG_SIZE = 1000
 MAX_INFO_WAITERS = 1000
 MAX_ROUTE_SUBSCRIBERS = 1000
+EXIT_AFTER_STOP_S = 2.0  # an exit request after a completed stop: the process ends by then
 
 
 class Supervisor(Scaling, Rollouts, GrymActor, Actor):
@@ -104,7 +105,8 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
         self.route_subscribers: list[Any] = []  # hosts that route their own tasks
         self.metrics_requests: dict[int, dict[str, Any]] = {}
         self.metrics_ids = itertools.count(1)
-        self.shutdown_waiter = None
+        self.shutdown_waiters: list[Any] = []  # each asker of a stop gets SystemStopped
+        self.stopped = False
         self.shutting_down = False
         # Marks control messages as ours (see TaskRouter._from_supervisor).
         self.token = secrets.token_hex(16)
@@ -186,10 +188,15 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
             self._unplaceable(child, exc.message)
             return
         child.member, child.local, child.unplaced = member.name, member.local, False
+        before = own_children() if member.local else set()
         # Named by its member, the child is created there: by Thespian's admin, which
         # asks the class's actorSystemCapabilityCheck (ServiceActor) of each system.
         child.address = self.createActor(spec.actor_class, targetActorRequirements={
             **requirements, "member": member.name} if requirements or spread else None)
+        # Its pid from birth, for the heartbeat's check: Thespian never reports the exit
+        # of a child that dies before its transport connects back (it cannot address it).
+        born = own_children() - before if member.local else set()
+        child.pid = born.pop() if len(born) == 1 else None
         self.send(child.address, spec.setup(child, self._spawn_env(config)))
         self._announce(child)
         self.log.info("child_started", child=child.name, generation=child.generation,
@@ -638,7 +645,10 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
 
     # -- shutdown ---------------------------------------------------------------------------
     def on_shutdown(self, msg: ShutdownSystem, sender: Any) -> None:
-        self.shutdown_waiter = sender
+        if self.stopped:  # e.g. the launcher, told of a stop a host asked for
+            self.send(sender, SystemStopped())
+            return
+        self.shutdown_waiters.append(sender)
         if self.shutting_down:
             return
         self.shutting_down = True
@@ -683,15 +693,18 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
             self._maybe_stopped()
 
     def _maybe_stopped(self) -> None:
-        if self.shutdown_waiter is not None and all(
+        if self.shutdown_waiters and all(
                 c.status is not S.STOPPING for c in [*self.services.values(), *self.retiring]):
             self._stopped()
 
     def _stopped(self) -> None:
-        waiter, self.shutdown_waiter = self.shutdown_waiter, None
-        if waiter is not None:
-            self.log.info("system_stopped")
+        if self.stopped or not self.shutdown_waiters:
+            return
+        self.stopped = True
+        self.log.info("system_stopped")
+        for waiter in self.shutdown_waiters:
             self.send(waiter, SystemStopped())
+        self.shutdown_waiters.clear()
 
     def on_error_reply(self, msg: ErrorReply, sender: Any) -> None:
         child = self._child_at(sender)
@@ -702,6 +715,8 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
         if not self.shutting_down:
             self._tell_launcher_stopping()
         self.shutting_down = True
+        if self.stopped:  # every child has stopped: nothing is left to wait for
+            exit_within(EXIT_AFTER_STOP_S)
 
     # -- the launcher -------------------------------------------------------------------------
     def _tell_launcher_stopping(self) -> None:

@@ -202,6 +202,14 @@ def _nothing(child: Child, token: str, lost: Lost | None = None) -> None:
 
 
 # -- processes ------------------------------------------------------------------------
+def own_children() -> set[int]:
+    """The pids of this process's child processes."""
+    try:
+        return {p.pid for p in psutil.Process().children()}
+    except psutil.Error:
+        return set()
+
+
 def process_gone(pid: int | None) -> bool:
     """True when ``pid`` no longer runs (a zombie counts as gone)."""
     if pid is None:

@@ -124,12 +124,19 @@ def test_replicas_spread_over_the_members(start_system, join):
     assert all(r.ok for r in results)
 
 
-def test_a_replica_killed_while_it_starts_holds_the_autoscaler_off_then_it_scales(start_system):
-    """Chaos: the new replicas of a scale-up are killed while they load. The apply is
+@pytest.mark.parametrize("when", ["at_birth", "while_loading"])
+def test_a_replica_killed_while_it_starts_holds_the_autoscaler_off_then_it_scales(
+        start_system, when):
+    """Chaos: the new replica of a scale-up is killed as soon as its process exists
+    (often before Thespian's transport connects, when Thespian never reports its exit:
+    the supervisor's heartbeat finds its pid gone), or while it loads. The apply is
     aborted (the running replica keeps serving: callers see no failure), the autoscaler
-    holds off, then tries again and gets there."""
+    holds off, then tries again and gets there; the runtime then stops promptly and
+    leaves no process behind."""
     import os
     import signal
+
+    from host.launcher import end_processes
 
     system = start_system({
         "health": {"heartbeat_interval_s": 0.1},
@@ -142,22 +149,32 @@ def test_a_replica_killed_while_it_starts_holds_the_autoscaler_off_then_it_scale
     started = time.monotonic()
     with Callers(system, 6, timeout_s=10) as load:
         staged = wait_until(lambda: [p for p in system.processes() if p.pid not in before],
-                            timeout=10, interval=0.05)
+                            timeout=10, interval=0.002 if when == "at_birth" else 0.05)
+        if when == "while_loading":
+            time.sleep(0.3)  # it loads for 1.5 s
         for proc in staged:
             os.kill(proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         failed_apply = wait_until(lambda: [e for e in system.health.events()
                                            if e.kind is HealthEventKind.ROLLOUT_FAILED],
                                   timeout=10, interval=0.05)
+        failed_in = time.monotonic() - killed
         wait_until(lambda: len(replicas_up(system)) == 2, timeout=30, interval=0.1)
         scaled_in = time.monotonic() - killed
     scaled = [e.reason for e in system.health.events() if e.kind is HealthEventKind.SERVICE_SCALED]
+    processes = system.processes()
+    stopping = time.monotonic()
+    system.shutdown(drain_s=2.0)
+    stopped_in = time.monotonic() - stopping
+    left = end_processes(processes, timeout_s=5)
     print(f"killed {len(staged)} starting replica(s) {killed - started:.1f} s into the load; "
-          f"apply failed: {failed_apply[0].reason[:90]}...; 2 replicas {scaled_in:.1f} s after "
-          f"the kill; decisions: {len(scaled)}; {len(load.calls)} tasks, "
-          f"{len(load.failed())} failed")
+          f"apply failed {failed_in:.2f} s later: {failed_apply[0].reason[48:110]}; 2 replicas "
+          f"{scaled_in:.1f} s after the kill; decisions: {len(scaled)}; {len(load.calls)} "
+          f"tasks, {len(load.failed())} failed; stopped in {stopped_in:.1f} s, {len(left)} left")
     assert not load.failed(), "a staged replica takes no traffic: its death fails no task"
     assert len(scaled) >= 2, "it decided again after holding off"
+    assert not left, f"processes left behind: {left}"
+    assert stopped_in < 10, "Thespian's retries to the dead process do not hold the stop"
 
 
 def test_an_apply_during_the_autoscalers_waits_for_it_then_runs(start_system):

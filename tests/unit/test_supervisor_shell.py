@@ -312,6 +312,21 @@ def test_a_service_past_its_shutdown_budget_is_killed(make, table, budget_s):
     assert [type(m) for m in to(sent, HOST)] == [SystemStopped]
 
 
+def test_every_asker_of_a_stop_is_answered_and_a_late_one_at_once(make):
+    """A host's stop tells the launcher, which asks too: both get SystemStopped, and one
+    asking after the stop is answered at once (not left to wait for its timeout)."""
+    sup = make({"echo": echo()})
+    online(sup)
+    sup.deliver(ShutdownSystem(drain_s=1.0), HOST)
+    sup.deliver(ShutdownSystem(drain_s=1.0), WATCHER)
+    sup.deliver(DrainDone(token=sup.actor.token), sup.address("router"))
+    sent = crashes(sup)  # its process ends after the Shutdown
+    assert [type(m) for m in to(sent, HOST)] == [SystemStopped]
+    assert [type(m) for m in to(sent, WATCHER)] == [SystemStopped]
+    late = sup.deliver(ShutdownSystem(drain_s=1.0), "launcher")
+    assert [type(m) for m in to(late, "launcher")] == [SystemStopped]
+
+
 # -- the other sides: the service actor ends normally, the router follows the context ----------
 def test_the_service_actor_ends_normally_when_its_kind_asks():
     actor = harness(ServiceActor)
