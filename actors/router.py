@@ -14,7 +14,7 @@ from typing import Any
 from thespian.actors import Actor, WakeupMessage
 
 from messages.context import ContextItem, GetContextForModel, ModelContext, StoreContext
-from messages.errors import ErrorCode, ErrorInfo, GrymError, InvalidInput, TaskTimeout
+from messages.errors import ErrorCode, ErrorInfo, GrymError, PermissionDenied, TaskTimeout
 from messages.service import ServiceTask, ServiceTaskDone
 from messages.system import (
     ApplyRoutes, ContextMoved, DirectTaskMetrics, Drain, DrainDone, ErrorReply, ExecuteTask,
@@ -29,10 +29,6 @@ from routing.metrics import RouterMetrics
 from routing.table import Pending, PendingTasks, RouteTable, pinned_version
 
 CONTEXT_FETCH_TIMEOUT_S = 0.5  # past this a task runs without context rather than wait
-
-
-class PermissionDenied(InvalidInput):
-    """A control message from someone other than the supervisor."""
 
 
 class TaskRouter(GrymActor, Actor):

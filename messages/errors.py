@@ -74,6 +74,10 @@ class InvalidInput(GrymError, ValueError):
     code = ErrorCode.INVALID_INPUT
 
 
+class PermissionDenied(InvalidInput):
+    """A control message from someone other than the actor that may send it."""
+
+
 class InvalidTaskType(GrymError, ValueError):
     code = ErrorCode.INVALID_TASK_TYPE
 

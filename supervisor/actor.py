@@ -34,7 +34,8 @@ from thespian.system.messages.admin import QueryAck, QueryExists
 from actors.base import GrymActor
 from messages.base import Message
 from messages.errors import (
-    Conflict, ErrorCode, InitError, ServiceNotFound, ServiceUnavailable, ShuttingDown,
+    Conflict, ErrorCode, InitError, PermissionDenied, ServiceNotFound, ServiceUnavailable,
+    ShuttingDown,
 )
 from messages.service import (
     GetMetrics, Heartbeat, HeartbeatAck, Initialize, ServiceMetrics, ServiceStatus,
@@ -668,7 +669,8 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
         self.wakeupAfter(msg.drain_s + budget + 1.0, payload=("shutdown",))
 
     def on_drained(self, msg: DrainDone, sender: Any) -> None:
-        if not self.shutting_down or msg.token != self.token:
+        self._from_router(msg)
+        if not self.shutting_down:
             return  # only the router's answer to our own Drain moves a shutdown on
         drain_s = max(0.1, self.shutdown_drain_s)
         for child in [*self.services.values(), *self.retiring]:
@@ -705,6 +707,13 @@ class Supervisor(Scaling, Rollouts, GrymActor, Actor):
         for waiter in self.shutdown_waiters:
             self.send(waiter, SystemStopped())
         self.shutdown_waiters.clear()
+
+    def _from_router(self, msg: DrainDone | RoutesApplied) -> None:
+        """The router's answers carry our token (as our orders to it do): anything else
+        is refused, not silently dropped, so that a stray sender is not left waiting."""
+        if msg.token != self.token:
+            raise PermissionDenied(f"{type(msg).__name__} is taken from this runtime's "
+                                   "router only")
 
     def on_error_reply(self, msg: ErrorReply, sender: Any) -> None:
         child = self._child_at(sender)

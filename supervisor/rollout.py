@@ -232,9 +232,10 @@ class Rollouts:
         self.wakeupAfter(r.drain_s + ROUTER_ANSWER_MARGIN_S, payload=("apply-moved", r.ref))
 
     def on_routes_applied(self, msg: RoutesApplied, sender: Any) -> None:
+        self._from_router(msg)
         r = self.rollout
-        if msg.token != self.token or r is None or r.ref != msg.ref or r.phase != "moving":
-            return
+        if r is None or r.ref != msg.ref or r.phase != "moving":
+            return  # a late answer to an apply that has moved on
         if msg.answered_with_timeout:
             self.log.warning("apply_drain_incomplete", ref=r.ref,
                              unanswered=msg.answered_with_timeout)

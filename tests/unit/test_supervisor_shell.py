@@ -25,7 +25,7 @@ from messages.service import (
 from messages.system import (
     ContextMoved, ContextSetup, DrainDone, ErrorReply, GetService, HealthCause, HealthEvent,
     HealthEventKind, RouterSetup, ServiceDirectoryUpdate, ShutdownSystem, StartSystem,
-    SubscribeHealth, SystemStopped,
+    RoutesApplied, SubscribeHealth, SystemStopped,
 )
 from messages.task import Task, TaskResult
 from supervisor.actor import Supervisor
@@ -325,6 +325,18 @@ def test_every_asker_of_a_stop_is_answered_and_a_late_one_at_once(make):
     assert [type(m) for m in to(sent, WATCHER)] == [SystemStopped]
     late = sup.deliver(ShutdownSystem(drain_s=1.0), "launcher")
     assert [type(m) for m in to(late, "launcher")] == [SystemStopped]
+
+
+def test_the_routers_answers_without_its_token_are_refused(make):
+    """DrainDone and RoutesApplied move a stop and an apply on: from anyone but the
+    router (no token) they are refused with an answer, not dropped in silence."""
+    sup = make({"echo": echo()})
+    online(sup)
+    for forged in (DrainDone(token="guess"), RoutesApplied(ref=1, token="guess")):
+        [(to_whom, answer)] = sup.deliver(forged, HOST)
+        assert to_whom == HOST and isinstance(answer, ErrorReply)
+        assert answer.error.code is ErrorCode.INVALID_INPUT
+    assert not sup.actor.shutting_down
 
 
 # -- the other sides: the service actor ends normally, the router follows the context ----------
