@@ -27,13 +27,12 @@ from messages.system import (
 
 from services.registry import load_kind
 
-from .config import RestartSettings, ServiceSpec, SystemConfig
+from .config import WORKER_SHUTDOWN_S, RestartSettings, ServiceSpec, SystemConfig
 from .health_policy import HealthTracker
 from .restart_policy import RestartPolicy
 
 # The core children's names; config refuses them as service names (RESERVED_NAMES).
 ROUTER, CONTEXT = "router", "context"
-CORE_SHUTDOWN_S = 5.0  # OTP's default shutdown budget for a worker (a service sets its own)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class ChildSpec:
     setup: SetupFactory       # its first message
     announce: Announcer       # what the router learns of a new generation or a lost one (None: nothing)
     restart: RestartSettings  # restart type (permanent | transient | temporary) and intensity
-    shutdown_s: float = CORE_SHUTDOWN_S  # after a Shutdown's drain, this long to stop, then killed
+    shutdown_s: float = WORKER_SHUTDOWN_S  # after a Shutdown's drain, this long to stop, then killed
     reports_status: bool = True  # says itself when it is online; False: online once set up
     service: ServiceSpec | None = None
 

@@ -34,6 +34,7 @@ START_METHODS = ("fork", "spawn")
 # router's metrics label for a task no service took): a service by one of these
 # names would overwrite that child, or be counted with it.
 RESERVED_NAMES = frozenset({"supervisor", "router", "context", "none"})
+WORKER_SHUTDOWN_S = 5.0  # OTP's default shutdown budget for a worker
 _VERSION = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -215,8 +216,8 @@ class ServiceSpec:
     replicas: int | None = None
     autoscaling: AutoscalingConfig | None = None
     # OTP's shutdown budget: after a stop's drain, this long to release the model and
-    # end, then killed (a large model may need more than a worker's default 5 s).
-    shutdown_s: float = 5.0
+    # end, then killed (a large model may need more than a worker's default).
+    shutdown_s: float = WORKER_SHUTDOWN_S
     replica_of: str | None = None     # set by the runtime on replicas other than the first
 
     def __post_init__(self) -> None:
