@@ -19,13 +19,13 @@ Run: python -m bench http_designs [--quick]
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from typing import Any, Callable
 
 from host import ServiceSystem
+from host.launcher import port_in_use
 from messages import Task
 
 from . import http_api
@@ -47,13 +47,11 @@ def start_server(design: str, admin_port: int, port: int) -> subprocess.Popen:
                                str(admin_port), str(port)], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        if port_in_use("127.0.0.1", port):
             return server
-        except OSError:
-            if server.poll() is not None:
-                raise RuntimeError(f"the {design} server exited ({server.returncode})")
-            time.sleep(0.1)
+        if server.poll() is not None:
+            raise RuntimeError(f"the {design} server exited ({server.returncode})")
+        time.sleep(0.1)
     server.kill()
     raise RuntimeError(f"the {design} server did not listen within 60 s")
 

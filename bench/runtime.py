@@ -57,7 +57,7 @@ def _measure_latency(system: ServiceSystem, endpoint: Any, n: int) -> dict[str, 
         "execute_task echo (service handle)": lambda i: service.execute_task(
             Task(id=f"d{i}", type="echo", data=payload)).unwrap(),
         "HTTP POST echo, no context fetch": http_echo,
-        "HTTP GET /livez (HTTP floor)": lambda i: http_live(),
+        "HTTP GET /livez (HTTP floor)": http_live,
     }
     # Two interleaved rounds, so drift on a noisy machine hits every figure alike.
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in calls}

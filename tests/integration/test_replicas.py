@@ -22,6 +22,17 @@ def replicas_up(system, service: str = "echo") -> list:
             and s.status.accepts_tasks]
 
 
+def slow_to_load_autoscaled_echo(**autoscaling: float) -> dict:
+    """Echo from 1 to 2 replicas, scaling up 0.2 s into 6 callers' load; each replica
+    loads for 1.5 s, so a scale-up's apply runs that long."""
+    return {"health": {"heartbeat_interval_s": 0.1},
+            "services": {"echo": {"kind": "echo", "eager": True, "delay_ms": 20,
+                                  "init_delay_ms": 1500, "autoscaling": {
+                                      "min_replicas": 1, "max_replicas": 2,
+                                      "target_ongoing_requests": 2, "upscale_delay_s": 0.2,
+                                      "look_back_period_s": 0.3, **autoscaling}}}}
+
+
 def test_replicas_share_the_tasks_each_in_its_own_process(start_system):
     system = start_system({"services": {"echo": {"kind": "echo", "eager": True, "replicas": 3,
                                                  "delay_ms": 30}}})
@@ -138,13 +149,7 @@ def test_a_replica_killed_while_it_starts_holds_the_autoscaler_off_then_it_scale
 
     from host.launcher import end_processes
 
-    system = start_system({
-        "health": {"heartbeat_interval_s": 0.1},
-        "services": {"echo": {"kind": "echo", "eager": True, "delay_ms": 20,
-                              "init_delay_ms": 1500, "autoscaling": {
-                                  "min_replicas": 1, "max_replicas": 2,
-                                  "target_ongoing_requests": 2, "upscale_delay_s": 0.2,
-                                  "look_back_period_s": 0.3}}}})
+    system = start_system(slow_to_load_autoscaled_echo())
     before = {p.pid for p in system.processes()}
     started = time.monotonic()
     with Callers(system, 6, timeout_s=10) as load:
@@ -183,12 +188,7 @@ def test_an_apply_during_the_autoscalers_waits_for_it_then_runs(start_system):
     count the autoscaler reached; a second one at that time is refused."""
     from messages import Conflict
 
-    config = {"health": {"heartbeat_interval_s": 0.1},
-              "services": {"echo": {"kind": "echo", "eager": True, "delay_ms": 20,
-                                    "init_delay_ms": 1500, "autoscaling": {
-                                        "min_replicas": 1, "max_replicas": 2,
-                                        "target_ongoing_requests": 2, "upscale_delay_s": 0.2,
-                                        "downscale_delay_s": 60, "look_back_period_s": 0.3}}}}
+    config = slow_to_load_autoscaled_echo(downscale_delay_s=60)
     system = start_system(config)
     changed = {**config, "health": {**config["health"], "missed_heartbeats": 7}}
     with Callers(system, 6, timeout_s=10) as load:
